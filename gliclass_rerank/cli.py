@@ -1,0 +1,120 @@
+"""The `gliclass-rerank` command: rerank, and (with their extras installed) eval, train and serve."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+# Subcommands that live in optional modules: name -> (module, help). Each module offers
+# `add_arguments(parser)` and `run(args)`; it is imported only when its subcommand runs.
+_OPTIONAL_COMMANDS = {
+    "eval": ("gliclass_rerank.evaluation", "measure ranking quality on BEIR / TrecQA data"),
+    "train": ("gliclass_rerank.training", "fine-tune a GLiClass reranker"),
+    "serve": ("gliclass_rerank.server.cli", "serve Cohere- and TEI-compatible rerank endpoints"),
+}
+
+
+def read_passages(path: str) -> list[str]:
+    """Passages from a JSON-lines file: each line a string, or an object with "text" (and maybe "title")."""
+    passages = []
+    source = sys.stdin if path == "-" else open(path, encoding="utf-8")
+    with source:
+        for number, line in enumerate(source, start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise SystemExit(f"{path}:{number}: not valid JSON ({error.msg})") from None
+            if isinstance(item, str):
+                passages.append(item)
+            elif isinstance(item, dict) and isinstance(item.get("text"), str):
+                title = item.get("title")
+                passages.append(f"{title}\n{item['text']}" if isinstance(title, str) and title else item["text"])
+            else:
+                raise SystemExit(f'{path}:{number}: expected a string or an object with a "text" string')
+    return passages
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="GLiClass checkpoint: local folder or Hugging Face Hub id")
+    parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
+    parser.add_argument("--dtype", default="auto", help="auto, float32, float16, bfloat16")
+    parser.add_argument("--passages-per-pass", type=int, default=None, help="passages packed per sequence")
+    parser.add_argument("--max-length", type=int, default=None, help="tokens per packed sequence")
+    parser.add_argument("--batch-size", type=int, default=None, help="packed sequences per forward pass")
+
+
+def _rerank(args: argparse.Namespace) -> int:
+    from .reranker import GLiClassReranker
+
+    passages = read_passages(args.passages)
+    options = {
+        key: value
+        for key, value in (
+            ("passages_per_pass", args.passages_per_pass),
+            ("max_length", args.max_length),
+            ("batch_size", args.batch_size),
+        )
+        if value is not None
+    }
+    reranker = GLiClassReranker.from_pretrained(args.model, device=args.device, dtype=args.dtype, **options)
+    results = reranker.rerank(args.query, passages, top_n=args.top_n, threshold=args.threshold, mode=args.mode)
+    for position, result in enumerate(results, start=1):
+        record = {"rank": position, "index": result.index, "score": result.score}
+        if result.truncated:
+            record["truncated"] = True
+        record["text"] = result.text
+        print(json.dumps(record, ensure_ascii=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `gliclass-rerank`."""
+    parser = argparse.ArgumentParser(prog="gliclass-rerank", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    rerank = commands.add_parser("rerank", help="rerank passages for one query, print JSON lines")
+    _add_model_arguments(rerank)
+    rerank.add_argument("--query", required=True, help="the query")
+    rerank.add_argument("--passages", required=True, help="JSON-lines file of passages (strings or {text}); - = stdin")
+    rerank.add_argument("--top-n", type=int, default=None, help="print at most N results")
+    rerank.add_argument("--threshold", type=float, default=None, help="drop results scoring below this")
+    rerank.add_argument("--mode", choices=("listwise", "nli"), default="listwise")
+    rerank.set_defaults(handler=_rerank)
+
+    for name, (_, help_text) in _OPTIONAL_COMMANDS.items():
+        # Listed here for --help; their own options are parsed in `main`, importing only the one used.
+        commands.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def _run_optional(name: str, argv: Sequence[str]) -> int:
+    module_name, help_text = _OPTIONAL_COMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise SystemExit(f"`gliclass-rerank {name}` needs an optional dependency that is missing: {error}") from None
+    parser = argparse.ArgumentParser(prog=f"gliclass-rerank {name}", description=help_text)
+    module.add_arguments(parser)
+    return module.run(parser.parse_args(argv)) or 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `gliclass-rerank` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _OPTIONAL_COMMANDS:
+        return _run_optional(argv[0], argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        raise SystemExit(f"gliclass-rerank: {error}") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

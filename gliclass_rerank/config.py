@@ -1,0 +1,203 @@
+"""The GLiClass checkpoint configuration: what `config.json` says, validated.
+
+Published GLiClass checkpoints store a `config.json` with `model_type: "GLiClass"` and the backbone's own
+configuration nested under `encoder_config`. This module reads that file into a typed, validated object.
+Every field that changes the scores is checked here, and a value we do not implement is refused with an
+error naming the field and the value: a checkpoint either scores exactly as upstream does, or not at all.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoConfig, PretrainedConfig
+
+POOLING_STRATEGIES = ("first", "last", "avg", "max", "sum", "rms", "abs_max", "abs_avg")
+CLASS_TOKEN_POOLINGS = ("first", "average")
+SCORER_TYPES = ("simple", "weighted-dot", "mlp", "hopfield")
+ARCHITECTURE_TYPES = ("uni-encoder",)
+
+LABEL_TOKEN = "<<LABEL>>"
+SEP_TOKEN = "<<SEP>>"
+
+
+class UnsupportedConfigError(ValueError):
+    """A `config.json` field holds a value this library does not implement."""
+
+
+def _refuse(name: str, value: Any, allowed: Any) -> UnsupportedConfigError:
+    return UnsupportedConfigError(
+        f"GLiClass config field {name!r} = {value!r} is not supported by gliclass-rerank (supported: {allowed})"
+    )
+
+
+@dataclass
+class GLiClassConfig:
+    """Validated view of a GLiClass `config.json` (architecture_type "uni-encoder").
+
+    `raw` keeps the file's full dictionary so that saving writes back every field, including those that
+    only matter to upstream training code.
+    """
+
+    encoder_config: PretrainedConfig
+    class_token_index: int
+    text_token_index: int
+    hidden_size: int
+    vocab_size: int
+    pooling_strategy: str = "first"
+    class_token_pooling: str = "first"
+    embed_class_token: bool = True
+    scorer_type: str = "simple"
+    normalize_features: bool = False
+    logit_scale_init_value: float = 2.6592
+    extract_text_features: bool = False
+    prompt_first: bool = False
+    encoder_layer_id: int = -1
+    squeeze_layers: bool = False
+    use_segment_embeddings: bool = False
+    projector_hidden_act: str = "gelu"
+    initializer_range: float = 0.03
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GLiClassConfig:
+        """Build and validate a config from the dictionary stored in `config.json`."""
+        data = copy.deepcopy(data)
+        model_type = data.get("model_type")
+        if model_type != "GLiClass":
+            raise _refuse("model_type", model_type, "'GLiClass'")
+        arch = data.get("architecture_type", "uni-encoder")
+        if arch not in ARCHITECTURE_TYPES:
+            raise _refuse("architecture_type", arch, list(ARCHITECTURE_TYPES))
+
+        # Fields whose non-default values change the computation in ways we do not implement.
+        for name, default in (
+            ("use_lstm", False),
+            ("use_calibrator", False),
+            ("multimodal", False),
+            ("label_model_name", None),
+        ):
+            if data.get(name, default) not in (default,):
+                raise _refuse(name, data[name], repr(default))
+
+        checks = (
+            ("pooling_strategy", "first", POOLING_STRATEGIES),
+            ("class_token_pooling", "first", CLASS_TOKEN_POOLINGS),
+            ("scorer_type", "simple", SCORER_TYPES),
+        )
+        values: dict[str, Any] = {}
+        for name, default, allowed in checks:
+            value = data.get(name, default)
+            if value not in allowed:
+                raise _refuse(name, value, list(allowed))
+            values[name] = value
+
+        for name, default in (
+            ("embed_class_token", True),
+            ("normalize_features", False),
+            ("extract_text_features", False),
+            ("prompt_first", False),
+            ("squeeze_layers", False),
+            ("use_segment_embeddings", False),
+        ):
+            value = data.get(name, default)
+            if not isinstance(value, bool):
+                raise _refuse(name, value, "true or false")
+            values[name] = value
+
+        layer_id = data.get("encoder_layer_id", -1)
+        if not isinstance(layer_id, int) or isinstance(layer_id, bool):
+            raise _refuse("encoder_layer_id", layer_id, "an integer")
+
+        alloc = data.get("max_labels_alloc", "dynamic")
+        if values["scorer_type"] == "hopfield" and alloc != "dynamic":
+            # Upstream's hopfield softmax then runs over padded label slots: scores depend on padding.
+            raise _refuse("max_labels_alloc", alloc, "'dynamic' with scorer_type 'hopfield'")
+
+        encoder_config = build_encoder_config(data.get("encoder_config"))
+        text_config = encoder_config.get_text_config()
+
+        vocab_size = data.get("vocab_size") or text_config.vocab_size
+        hidden_size = data.get("hidden_size") or text_config.hidden_size
+        class_index = data.get("class_token_index", -1)
+        text_index = data.get("text_token_index", -1)
+        # Upstream's convention: -1 means "the ids right after the backbone vocabulary".
+        class_index = vocab_size if class_index == -1 else class_index
+        text_index = vocab_size + 1 if text_index == -1 else text_index
+        if layer_id != -1 and not (-text_config.num_hidden_layers - 1 <= layer_id <= text_config.num_hidden_layers):
+            raise _refuse("encoder_layer_id", layer_id, f"-1 or a hidden-state index of {text_config.num_hidden_layers} layers")
+
+        return cls(
+            encoder_config=encoder_config,
+            class_token_index=int(class_index),
+            text_token_index=int(text_index),
+            hidden_size=int(hidden_size),
+            vocab_size=int(vocab_size),
+            logit_scale_init_value=float(data.get("logit_scale_init_value", 2.6592)),
+            encoder_layer_id=layer_id,
+            projector_hidden_act=data.get("projector_hidden_act", "gelu"),
+            initializer_range=float(data.get("initializer_range", 0.03)),
+            raw=data,
+            **values,
+        )
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> GLiClassConfig:
+        """Read and validate a `config.json` file."""
+        with open(path, encoding="utf-8") as handle:
+            return cls.from_dict(json.load(handle))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `config.json` dictionary, in upstream's format (loadable by the `gliclass` package)."""
+        data = copy.deepcopy(self.raw)
+        data.update(
+            model_type="GLiClass",
+            architecture_type="uni-encoder",
+            encoder_config=self.encoder_config.to_dict(),
+            class_token_index=self.class_token_index,
+            text_token_index=self.text_token_index,
+            hidden_size=self.hidden_size,
+            vocab_size=self.vocab_size,
+            pooling_strategy=self.pooling_strategy,
+            class_token_pooling=self.class_token_pooling,
+            embed_class_token=self.embed_class_token,
+            scorer_type=self.scorer_type,
+            normalize_features=self.normalize_features,
+            logit_scale_init_value=self.logit_scale_init_value,
+            extract_text_features=self.extract_text_features,
+            prompt_first=self.prompt_first,
+            encoder_layer_id=self.encoder_layer_id,
+            squeeze_layers=self.squeeze_layers,
+            use_segment_embeddings=self.use_segment_embeddings,
+            projector_hidden_act=self.projector_hidden_act,
+            initializer_range=self.initializer_range,
+        )
+        data.setdefault("architectures", ["GLiClassModel"])
+        data.setdefault("max_labels_alloc", "dynamic")
+        return data
+
+    @property
+    def max_position_embeddings(self) -> int | None:
+        """How many positions the backbone has, if it says."""
+        return getattr(self.encoder_config.get_text_config(), "max_position_embeddings", None)
+
+
+def build_encoder_config(encoder_config: Any) -> PretrainedConfig:
+    """Build the backbone config from the nested dictionary, with no download (as upstream does)."""
+    if isinstance(encoder_config, PretrainedConfig):
+        return copy.deepcopy(encoder_config)
+    if encoder_config is None:
+        raise UnsupportedConfigError("GLiClass config field 'encoder_config' is missing: the backbone cannot be built")
+    if not isinstance(encoder_config, dict):
+        raise _refuse("encoder_config", type(encoder_config).__name__, "a dictionary")
+    data = dict(encoder_config)
+    # Upstream's default when the nested config names no model type.
+    model_type = data.pop("model_type", "deberta-v2")
+    try:
+        return AutoConfig.for_model(model_type, **data)
+    except ValueError as error:
+        raise _refuse("encoder_config.model_type", model_type, "a model type known to transformers") from error

@@ -1,0 +1,128 @@
+"""Finding, loading and saving GLiClass checkpoints (upstream's file format).
+
+A checkpoint is a folder (or a Hugging Face Hub repository) holding `config.json` (`model_type` "GLiClass"
+with the backbone's config nested under `encoder_config`), `model.safetensors` (or a `pytorch_model.bin`,
+read only with `torch.load(weights_only=True)`) and the tokenizer files. Hub ids go through
+`huggingface_hub`'s standard download and cache, so `HF_HOME`, `HF_HUB_OFFLINE` and tokens work as usual;
+remote code is never run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils import logging as transformers_logging
+
+from .config import GLiClassConfig
+from .modeling import GLiClassUniEncoder
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+SAFETENSORS_NAME = "model.safetensors"
+PYTORCH_NAME = "pytorch_model.bin"
+# Upstream wraps the architecture in `GLiClassModel.model`.
+STATE_PREFIX = "model."
+
+
+def resolve_file(name_or_path: str | os.PathLike, filename: str, *, token=None, revision=None) -> Path | None:
+    """A checkpoint file from a local folder or the Hub cache; None when the checkpoint has no such file."""
+    folder = Path(name_or_path)
+    if folder.is_dir():
+        candidate = folder / filename
+        return candidate if candidate.is_file() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(str(name_or_path), filename, revision=revision, token=token))
+    except EntryNotFoundError:
+        return None
+
+
+def load_config(name_or_path: str | os.PathLike, *, token=None, revision=None) -> GLiClassConfig:
+    """Read and validate a checkpoint's `config.json`."""
+    path = resolve_file(name_or_path, CONFIG_NAME, token=token, revision=revision)
+    if path is None:
+        raise FileNotFoundError(f"{name_or_path!s} has no {CONFIG_NAME}: not a GLiClass checkpoint")
+    return GLiClassConfig.from_json_file(path)
+
+
+def load_state_dict(name_or_path: str | os.PathLike, *, token=None, revision=None) -> dict[str, torch.Tensor]:
+    """The checkpoint's weights with upstream's `model.` prefix removed."""
+    path = resolve_file(name_or_path, SAFETENSORS_NAME, token=token, revision=revision)
+    if path is not None:
+        state = load_file(str(path))
+    else:
+        path = resolve_file(name_or_path, PYTORCH_NAME, token=token, revision=revision)
+        if path is None:
+            raise FileNotFoundError(f"{name_or_path!s} has neither {SAFETENSORS_NAME} nor {PYTORCH_NAME}")
+        # weights_only: a pickle from the Hub must not be able to run code.
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    return {(k[len(STATE_PREFIX) :] if k.startswith(STATE_PREFIX) else k): v for k, v in state.items()}
+
+
+def load_model(
+    name_or_path: str | os.PathLike,
+    *,
+    config: GLiClassConfig | None = None,
+    attn_implementation: str | None = "sdpa",
+    token=None,
+    revision=None,
+) -> GLiClassUniEncoder:
+    """Build the architecture from `config.json` and load its weights; refuses missing weights."""
+    config = config or load_config(name_or_path, token=token, revision=revision)
+    model = GLiClassUniEncoder(config, attn_implementation=attn_implementation)
+    state = load_state_dict(name_or_path, token=token, revision=revision)
+    expected = model.state_dict()
+    for key, value in state.items():
+        if key in expected and expected[key].shape != value.shape:
+            raise ValueError(
+                f"weight {key!r} has shape {tuple(value.shape)} in the checkpoint but the config builds "
+                f"{tuple(expected[key].shape)}: config.json and model weights disagree"
+            )
+    result = model.load_state_dict(state, strict=False)
+    buffers = {name for name, _ in model.named_buffers()}
+    missing = [k for k in result.missing_keys if k not in buffers]
+    if missing:
+        raise ValueError(f"{name_or_path!s}: weights missing from the checkpoint: {missing[:10]}")
+    if result.unexpected_keys:
+        logger.warning("%s: ignoring unused weights %s", name_or_path, result.unexpected_keys[:10])
+    return model.eval()
+
+
+def load_tokenizer(name_or_path: str | os.PathLike, *, token=None, revision=None) -> PreTrainedTokenizerBase:
+    """The checkpoint's own tokenizer (fast when available), never with remote code."""
+    # AutoTokenizer peeks at config.json and warns that "GLiClass" is no transformers model type: expected.
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        return AutoTokenizer.from_pretrained(
+            str(name_or_path), token=token, revision=revision, trust_remote_code=False
+        )
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+
+
+def save_pretrained(
+    model: GLiClassUniEncoder, tokenizer: PreTrainedTokenizerBase | None, folder: str | os.PathLike
+) -> Path:
+    """Write `model` in upstream's GLiClass format: loadable here and by the `gliclass` package."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = model.config.to_dict()
+    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+    state = {
+        STATE_PREFIX + k: (v.float() if v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
+    }
+    save_file(state, str(folder / SAFETENSORS_NAME), metadata={"format": "pt"})
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(folder))
+    return folder

@@ -1,0 +1,193 @@
+"""Token ids -> packed sequences -> padded batches.
+
+A *task* is one GLiClass text with its labels (listwise: the query and its passages; NLI: a passage and its
+hypotheses; classify: a text and its candidate labels). Packing lays a task out in sequences of at most
+`max_length` tokens, exactly in upstream's layout:
+
+    prompt_first=True :  [CLS] <<LABEL>> label ... <<LABEL>> label <<SEP>> text [SEP]
+    prompt_first=False:  [CLS] text <<LABEL>> label ... <<LABEL>> label <<SEP>> [SEP]
+
+Labels that do not fit go to another sequence with the same text (never silently dropped), each label is cut
+to what a sequence can hold (and the cut is reported), and a sequence holds at most `max_labels_per_pass`
+labels. Sequences are then batched in length order so that little padding is computed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .tokenization import PieceTokenizer, TokenizedPiece
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the pieces go in a sequence; taken from the tokenizer and the config."""
+
+    prefix: tuple[int, ...]
+    suffix: tuple[int, ...]
+    label_id: int
+    sep_id: int
+    pad_id: int
+    prompt_first: bool
+    extract_text_features: bool
+
+    @classmethod
+    def from_tokenizer(cls, pieces: PieceTokenizer) -> Layout:
+        """The layout of the checkpoint behind `pieces`."""
+        return cls(
+            prefix=pieces.prefix_ids,
+            suffix=pieces.suffix_ids,
+            label_id=pieces.label_id,
+            sep_id=pieces.sep_id,
+            pad_id=pieces.pad_id,
+            prompt_first=pieces.config.prompt_first,
+            extract_text_features=pieces.config.extract_text_features,
+        )
+
+    @property
+    def overhead(self) -> int:
+        """Tokens every sequence spends besides the text and the labels' own ids (specials and <<SEP>>)."""
+        return len(self.prefix) + len(self.suffix) + 1
+
+
+@dataclass
+class PackedSequence:
+    """One packed sequence: its ids, which labels of which task it holds, and where they sit."""
+
+    ids: list[int]
+    task: int
+    labels: list[int]  # indices into the task's label list
+    label_pos: list[int]  # position of each label's <<LABEL>> marker
+    label_end: list[int]  # end (exclusive) of each label's span, as upstream's "average" pooling sees it
+    sep_pos: int  # position of <<SEP>>, upstream's "text token"
+
+
+@dataclass
+class PackedBatch:
+    """Padded tensors for one forward pass, plus where each score goes."""
+
+    input_ids: torch.Tensor  # [B, L]
+    attention_mask: torch.Tensor  # [B, L]
+    seq_lens: torch.Tensor  # [B]
+    sep_pos: torch.Tensor  # [B]
+    label_pos: torch.Tensor  # [B, K]
+    label_end: torch.Tensor  # [B, K]
+    label_mask: torch.Tensor  # [B, K] bool
+    task_of_label: np.ndarray  # [number of real labels] task index of each real label, row-major
+    index_of_label: np.ndarray  # [number of real labels] label index within its task
+
+    def to(self, device: torch.device) -> PackedBatch:
+        """The same batch with its tensors on `device`."""
+        moved = {
+            name: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+            for name, value in self.__dict__.items()
+        }
+        return PackedBatch(**moved)
+
+
+def text_budget(layout: Layout, max_length: int, label_tokens: int) -> int:
+    """Tokens a text may keep when it shares sequences with labels needing `label_tokens` (markers included).
+
+    The text gets what the labels leave, but never less than half the sequence: labels that do not fit
+    next to it go to further sequences rather than squeezing the text away.
+    """
+    available = max_length - layout.overhead
+    return max(1, available - min(label_tokens, available // 2))
+
+
+def pack_task(
+    task: int,
+    text: Sequence[int],
+    labels: Sequence[TokenizedPiece],
+    layout: Layout,
+    max_length: int,
+    max_labels_per_pass: int | None,
+) -> tuple[list[PackedSequence], list[bool]]:
+    """Lay out one task's text and labels in sequences of at most `max_length` tokens.
+
+    Returns the sequences and, per label, whether it was cut (by the tokenizer's cap or by the budget).
+    Labels keep their input order, so the same call always builds the same groups (deterministic scores).
+    """
+    fixed = layout.overhead + len(text)
+    room = max_length - fixed  # tokens for the labels of one sequence, markers included
+    if room < 2:
+        raise ValueError(f"max_length={max_length} leaves no room for a label next to a text of {len(text)} tokens")
+    label_budget = room - 1
+    cap = max_labels_per_pass or len(labels) or 1
+
+    groups: list[list[int]] = []
+    current: list[int] = []
+    used = 0
+    cut_flags = []
+    for index, piece in enumerate(labels):
+        need = 1 + min(len(piece.ids), label_budget)
+        cut_flags.append(piece.cut or len(piece.ids) > label_budget)
+        if current and (len(current) == cap or used + need > room):
+            groups.append(current)
+            current, used = [], 0
+        current.append(index)
+        used += need
+    if current:
+        groups.append(current)
+
+    sequences = []
+    for group in groups:
+        ids = list(layout.prefix)
+        if not layout.prompt_first:
+            ids.extend(text)
+        label_pos = []
+        for index in group:
+            label_pos.append(len(ids))
+            ids.append(layout.label_id)
+            ids.extend(labels[index].ids[:label_budget])
+        sep_pos = len(ids)
+        ids.append(layout.sep_id)
+        if layout.prompt_first:
+            ids.extend(text)
+        ids.extend(layout.suffix)
+        # The last label's span ends at <<SEP>> when upstream extracts text features, else at the end.
+        last_end = sep_pos if layout.extract_text_features else len(ids)
+        label_end = label_pos[1:] + [last_end]
+        sequences.append(PackedSequence(ids, task, group, label_pos, label_end, sep_pos))
+    return sequences, cut_flags
+
+
+def make_batches(sequences: list[PackedSequence], batch_size: int, pad_id: int) -> Iterator[PackedBatch]:
+    """Batch sequences in length order (least padding) and pad them into tensors."""
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i].ids))
+    for start in range(0, len(order), batch_size):
+        chunk = [sequences[i] for i in order[start : start + batch_size]]
+        yield collate(chunk, pad_id)
+
+
+def collate(chunk: list[PackedSequence], pad_id: int) -> PackedBatch:
+    """Pad a list of sequences into one batch."""
+    batch, width = len(chunk), max(len(s.ids) for s in chunk)
+    labels = max(len(s.labels) for s in chunk)
+    input_ids = np.full((batch, width), pad_id, dtype=np.int64)
+    attention = np.zeros((batch, width), dtype=np.int64)
+    label_pos = np.zeros((batch, labels), dtype=np.int64)
+    label_end = np.zeros((batch, labels), dtype=np.int64)
+    label_mask = np.zeros((batch, labels), dtype=bool)
+    for row, seq in enumerate(chunk):
+        n, k = len(seq.ids), len(seq.labels)
+        input_ids[row, :n] = seq.ids
+        attention[row, :n] = 1
+        label_pos[row, :k] = seq.label_pos
+        label_end[row, :k] = seq.label_end
+        label_mask[row, :k] = True
+    return PackedBatch(
+        input_ids=torch.from_numpy(input_ids),
+        attention_mask=torch.from_numpy(attention),
+        seq_lens=torch.tensor([len(s.ids) for s in chunk], dtype=torch.long),
+        sep_pos=torch.tensor([s.sep_pos for s in chunk], dtype=torch.long),
+        label_pos=torch.from_numpy(label_pos),
+        label_end=torch.from_numpy(label_end),
+        label_mask=torch.from_numpy(label_mask),
+        task_of_label=np.concatenate([np.full(len(s.labels), s.task, dtype=np.int64) for s in chunk]),
+        index_of_label=np.concatenate([np.asarray(s.labels, dtype=np.int64) for s in chunk]),
+    )

@@ -1,0 +1,382 @@
+"""`GLiClassReranker`: the public scoring API (classify, listwise rerank, NLI rerank, entailment).
+
+Every call goes the same way: strings -> cached token ids (`tokenization`) -> packed, length-sorted batches
+(`packing`) -> the model (`modeling`) -> logits scattered back to their inputs -> results (`results`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any, Iterable, Literal, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .config import GLiClassConfig
+from .loading import load_config, load_model, load_tokenizer, save_pretrained
+from .modeling import GLiClassUniEncoder
+from .packing import Layout, PackedSequence, make_batches, pack_task, text_budget
+from .results import RerankResult, rank
+from .runtime import resolve_device, resolve_dtype
+from .tokenization import PieceTokenizer, TokenizedPiece
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["listwise", "nli"]
+MODES = ("listwise", "nli")
+
+# Defaults chosen by benchmarks/speed.py (see docs/benchmarks.md).
+DEFAULT_PASSAGES_PER_PASS = 8
+DEFAULT_MAX_LENGTH = 512
+DEFAULT_MAX_QUERY_TOKENS = 64
+DEFAULT_BATCH_SIZE = 16
+
+
+class GLiClassReranker:
+    """A GLiClass model used as a reranker, a zero-shot classifier and an NLI scorer.
+
+    Build it with `GLiClassReranker.from_pretrained(name_or_path)`. One object may be shared by several
+    threads: calls are serialised by an internal lock (Hugging Face fast tokenizers and the model are not
+    safe to enter concurrently).
+
+    Args:
+        model: the loaded architecture.
+        tokenizer: the checkpoint's tokenizer.
+        device: where the model runs.
+        dtype: the encoder's precision (the small heads always run in float32).
+        passages_per_pass: most passages packed in one sequence in listwise mode. Fewer means less
+            interaction between passages and shorter sequences; more means the query is read fewer times.
+        max_length: tokens per packed sequence (default: min(512, the backbone's positions)).
+        max_query_tokens: the query's budget (listwise: the text; NLI: the hypothesis).
+        max_passage_tokens: each passage's budget; None gives a passage whatever a sequence has room for.
+            Cut passages are reported (`RerankResult.truncated`), never silently dropped.
+        batch_size: packed sequences per forward pass.
+        show_progress_bar: a tqdm bar over batches, for long jobs.
+        name_or_path: where the checkpoint came from (informational).
+    """
+
+    def __init__(
+        self,
+        model: GLiClassUniEncoder,
+        tokenizer,
+        *,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "auto",
+        passages_per_pass: int | None = None,
+        max_length: int | None = None,
+        max_query_tokens: int = DEFAULT_MAX_QUERY_TOKENS,
+        max_passage_tokens: int | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        show_progress_bar: bool = False,
+        quantize: str | None = None,
+        compile: bool = False,
+        name_or_path: str | None = None,
+    ) -> None:
+        self.config: GLiClassConfig = model.config
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        positions = self.config.max_position_embeddings or DEFAULT_MAX_LENGTH
+        self.max_length = _positive_int("max_length", max_length or min(DEFAULT_MAX_LENGTH, positions))
+        if self.max_length > positions:
+            raise ValueError(f"max_length={self.max_length} exceeds the backbone's {positions} positions")
+        self.passages_per_pass = _positive_int("passages_per_pass", passages_per_pass or DEFAULT_PASSAGES_PER_PASS)
+        self.max_query_tokens = _positive_int("max_query_tokens", max_query_tokens)
+        self.max_passage_tokens = None if max_passage_tokens is None else _positive_int(
+            "max_passage_tokens", max_passage_tokens
+        )
+        self.batch_size = _positive_int("batch_size", batch_size)
+        self.show_progress_bar = show_progress_bar
+        self.name_or_path = name_or_path
+        self.tokenizer = tokenizer
+        self.pieces = PieceTokenizer(tokenizer, self.config, max_piece_tokens=self.max_length)
+        self.layout = Layout.from_tokenizer(self.pieces)
+        self.model = self._prepare(model, quantize, compile)
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "auto",
+        *,
+        token: str | None = None,
+        revision: str | None = None,
+        attn_implementation: str | None = "sdpa",
+        **options: Any,
+    ) -> GLiClassReranker:
+        """Load a GLiClass checkpoint from a local folder or a Hugging Face Hub id.
+
+        `options` are the constructor's knobs (`passages_per_pass`, `max_length`, `batch_size`, ...).
+        `attn_implementation` is passed to transformers ("sdpa" by default, "flash_attention_2" on GPU
+        when flash-attn is installed; backbones without SDPA, like DeBERTa, keep their own attention).
+        """
+        config = load_config(name_or_path, token=token, revision=revision)
+        model = load_model(
+            name_or_path, config=config, attn_implementation=attn_implementation, token=token, revision=revision
+        )
+        tokenizer = load_tokenizer(name_or_path, token=token, revision=revision)
+        return cls(model, tokenizer, device=device, dtype=dtype, name_or_path=str(name_or_path), **options)
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Write the checkpoint in upstream's GLiClass format."""
+        save_pretrained(self.model, self.tokenizer, folder)
+
+    def _prepare(self, model: GLiClassUniEncoder, quantize: str | None, compile: bool) -> GLiClassUniEncoder:
+        model = model.to(self.device).eval()
+        model.encoder_model.to(self.dtype)
+        for head in model.heads():
+            head.float()
+        model.logit_scale.data = model.logit_scale.data.float()
+        if quantize is not None:
+            if quantize != "int8":
+                raise ValueError(f"quantize={quantize!r}: only 'int8' (dynamic, CPU) is available")
+            if self.device.type != "cpu" or self.dtype != torch.float32:
+                raise ValueError("quantize='int8' needs device='cpu' and dtype float32")
+            model.encoder_model = torch.ao.quantization.quantize_dynamic(
+                model.encoder_model, {torch.nn.Linear}, dtype=torch.qint8
+            )
+        if compile:
+            model.encoder_model = torch.compile(model.encoder_model, dynamic=True)
+        return model
+
+    def __repr__(self) -> str:
+        return (
+            f"GLiClassReranker({self.name_or_path!r}, device={str(self.device)!r}, dtype={self.dtype}, "
+            f"passages_per_pass={self.passages_per_pass}, max_length={self.max_length})"
+        )
+
+    # ------------------------------------------------------------------ public API
+    def rerank(
+        self,
+        query: str,
+        passages: Sequence[str],
+        top_n: int | None = None,
+        threshold: float | None = None,
+        mode: Mode = "listwise",
+    ) -> list[RerankResult]:
+        """Passages sorted by relevance to `query`, highest first (ties keep input order).
+
+        Args:
+            query: the question or search query.
+            passages: the retrieved passages; an empty list gives [].
+            top_n: keep at most this many results.
+            threshold: keep results scoring at least this (in [0, 1]).
+            mode: "listwise" reads the query once with up to `passages_per_pass` passages as its labels;
+                "nli" reads each passage as a premise with the query as its hypothesis.
+        """
+        return self.rerank_batch([query], [passages], top_n=top_n, threshold=threshold, mode=mode)[0]
+
+    def rerank_batch(
+        self,
+        queries: Sequence[str],
+        passages_per_query: Sequence[Sequence[str]],
+        top_n: int | None = None,
+        threshold: float | None = None,
+        mode: Mode = "listwise",
+    ) -> list[list[RerankResult]]:
+        """`rerank` for many queries at once; their sequences share forward passes."""
+        _check_top_n(top_n)
+        _check_threshold(threshold)
+        scores, truncated = self._score_queries(queries, passages_per_query, mode)
+        return [
+            rank(s, list(p), t, top_n=top_n, threshold=threshold)
+            for s, p, t in zip(scores, passages_per_query, truncated)
+        ]
+
+    def score(self, query: str, passages: Sequence[str], mode: Mode = "listwise") -> list[float]:
+        """Relevance of each passage to `query`, in input order."""
+        scores, _ = self._score_queries([query], [passages], mode)
+        return scores[0].tolist()
+
+    def classify(
+        self,
+        texts: str | Sequence[str],
+        labels: Sequence[str],
+        multi_label: bool = True,
+        threshold: float | None = None,
+    ) -> list[list[dict[str, Any]]]:
+        """Zero-shot classification: per text, `[{"label", "score"}]` sorted by score.
+
+        Multi-label scores are independent sigmoids; single-label scores are a softmax over all labels
+        (labels that do not fit one sequence are scored in further sequences and still share the softmax).
+        `threshold` drops labels scoring below it.
+        """
+        _check_threshold(threshold)
+        if isinstance(texts, str):
+            texts = [texts]
+        _check_strings("texts", texts)
+        _check_strings("labels", labels)
+        if not labels:
+            raise ValueError("labels is empty: give at least one candidate label")
+        logits, _, _ = self._score_texts(texts, [labels] * len(texts))
+        out = []
+        for row in logits:
+            probs = _softmax(row) if not multi_label else _sigmoid(row)
+            ranked = rank(probs, list(labels), [False] * len(labels), threshold=threshold)
+            out.append([{"label": r.text, "score": r.score} for r in ranked])
+        return out
+
+    def entailment(
+        self, premises: Sequence[str], hypotheses: Sequence[str] | Sequence[Sequence[str]]
+    ) -> list[list[float]]:
+        """How strongly each premise supports each hypothesis (claim), in [0, 1].
+
+        `hypotheses` is either one list checked against every premise, or one list per premise. Each
+        premise is read once for all its hypotheses (they are its labels). Returns `scores[i][j]` for
+        premise i and its hypothesis j.
+        """
+        _check_strings("premises", premises)
+        if hypotheses and all(isinstance(h, str) for h in hypotheses):
+            per_premise = [list(hypotheses)] * len(premises)
+        else:
+            if len(hypotheses) != len(premises):
+                raise ValueError(
+                    f"hypotheses: got {len(hypotheses)} lists for {len(premises)} premises "
+                    "(give one list per premise, or one flat list for all)"
+                )
+            per_premise = [list(h) for h in hypotheses]
+        for i, claims in enumerate(per_premise):
+            _check_strings(f"hypotheses[{i}]", claims)
+        logits, _, _ = self._score_texts(premises, per_premise)
+        return [_sigmoid(row).tolist() for row in logits]
+
+    # ------------------------------------------------------------------ scoring core
+    def _score_queries(
+        self, queries: Sequence[str], passages_per_query: Sequence[Sequence[str]], mode: str
+    ) -> tuple[list[np.ndarray], list[list[bool]]]:
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r}: choose 'listwise' or 'nli'")
+        if isinstance(queries, str):
+            raise TypeError("queries must be a list of strings, not one string")
+        if len(queries) != len(passages_per_query):
+            raise ValueError(
+                f"got {len(queries)} queries but {len(passages_per_query)} passage lists: give one list per query"
+            )
+        for q in queries:
+            _check_query(q)
+        for passages in passages_per_query:
+            _check_passages(passages)
+
+        if mode == "listwise":
+            with self._lock:
+                query_ids = [p.ids[: self.max_query_tokens] for p in self.pieces.texts(list(queries))]
+                tasks = [(q, self.pieces.labels(list(p)), self.passages_per_pass) for q, p in zip(query_ids, passages_per_query)]
+                logits, label_cuts, _ = self._run(tasks)
+            return [_sigmoid(row) for row in logits], label_cuts
+
+        # NLI: every passage is a premise with the query as its only hypothesis.
+        flat = [p for passages in passages_per_query for p in passages]
+        hyps = [[q] for q, passages in zip(queries, passages_per_query) for _ in passages]
+        logits, _, text_cuts = self._score_texts(flat, hyps)
+        scores, cuts, start = [], [], 0
+        for passages in passages_per_query:
+            end = start + len(passages)
+            scores.append(np.array([row[0] for row in logits[start:end]], dtype=np.float32).reshape(-1))
+            scores[-1] = _sigmoid(scores[-1])
+            cuts.append(text_cuts[start:end])
+            start = end
+        return scores, cuts
+
+    def _score_texts(
+        self, texts: Sequence[str], labels_per_text: Sequence[Sequence[str]]
+    ) -> tuple[list[np.ndarray], list[list[bool]], list[bool]]:
+        """Logits for texts each read with all its labels (classify, NLI, entailment)."""
+        with self._lock:
+            text_pieces = self.pieces.texts(list(texts))
+            tasks, text_cuts = [], []
+            for piece, labels in zip(text_pieces, labels_per_text):
+                label_pieces = self.pieces.labels(list(labels))
+                needed = sum(1 + min(len(p.ids), self.max_query_tokens) for p in label_pieces)
+                budget = text_budget(self.layout, self.max_length, needed)
+                if self.max_passage_tokens is not None:
+                    budget = min(budget, self.max_passage_tokens)
+                tasks.append((piece.ids[:budget], label_pieces, None))
+                text_cuts.append(piece.cut or len(piece.ids) > budget)
+            logits, label_cuts, _ = self._run(tasks)
+        return logits, label_cuts, text_cuts
+
+    def _run(
+        self, tasks: list[tuple[Sequence[int], list[TokenizedPiece], int | None]]
+    ) -> tuple[list[np.ndarray], list[list[bool]], int]:
+        """Pack tasks, run the model batch by batch, and scatter the logits back to each task's labels."""
+        sequences: list[PackedSequence] = []
+        label_cuts = []
+        for index, (text_ids, labels, cap) in enumerate(tasks):
+            if self.max_passage_tokens is not None and cap is not None:
+                labels = [_cap_piece(p, self.max_passage_tokens) for p in labels]
+            packed, cuts = pack_task(index, text_ids, labels, self.layout, self.max_length, cap)
+            sequences.extend(packed)
+            label_cuts.append(cuts)
+        logits = [np.zeros(len(labels), dtype=np.float32) for _, labels, _ in tasks]
+        if not sequences:
+            return logits, label_cuts, 0
+        batches: Iterable = make_batches(sequences, self.batch_size, self.layout.pad_id)
+        if self.show_progress_bar:
+            batches = tqdm(batches, total=-(-len(sequences) // self.batch_size), desc="scoring", unit="batch")
+        with torch.inference_mode():
+            for batch in batches:
+                batch_logits = self.model(batch.to(self.device))
+                values = batch_logits[batch.label_mask.to(self.device)].float().cpu().numpy()
+                for task, index, value in zip(batch.task_of_label, batch.index_of_label, values):
+                    logits[task][index] = value
+        return logits, label_cuts, len(sequences)
+
+
+# ---------------------------------------------------------------------- helpers
+def _cap_piece(piece: TokenizedPiece, limit: int) -> TokenizedPiece:
+    if len(piece.ids) <= limit:
+        return piece
+    return TokenizedPiece(piece.ids[:limit], True)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.float32)
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x.astype(np.float64) - x.max())
+    return (e / e.sum()).astype(np.float32)
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r}: must be an integer >= 1")
+    return value
+
+
+def _check_top_n(top_n: Any) -> None:
+    if top_n is not None:
+        _positive_int("top_n", top_n)
+
+
+def _check_threshold(threshold: Any) -> None:
+    if threshold is None:
+        return
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold={threshold!r}: must be a number in [0, 1]")
+
+
+def _check_query(query: Any) -> None:
+    if not isinstance(query, str):
+        raise TypeError(f"query must be a string, got {type(query).__name__}: {query!r:.80}")
+    if not query.strip():
+        raise ValueError(f"query is empty ({query!r}): give the text to rank the passages against")
+
+
+def _check_passages(passages: Any) -> None:
+    if isinstance(passages, str) or not isinstance(passages, Sequence):
+        raise TypeError(f"passages must be a list of strings, got {type(passages).__name__}")
+    _check_strings("passages", passages)
+
+
+def _check_strings(name: str, values: Any) -> None:
+    if isinstance(values, str) or not isinstance(values, Sequence):
+        raise TypeError(f"{name} must be a list of strings, got {type(values).__name__}")
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            raise TypeError(f"{name}[{i}] must be a string, got {type(value).__name__}: {value!r:.80}")

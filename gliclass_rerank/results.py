@@ -1,0 +1,41 @@
+"""Scores -> results: sorting, `top_n`, thresholds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RerankResult:
+    """One reranked passage.
+
+    Attributes:
+        index: position of the passage in the input list.
+        score: relevance in [0, 1] (sigmoid of the model's logit).
+        text: the passage as given (never the cut version).
+        truncated: whether the passage was longer than its token budget and was cut before scoring.
+    """
+
+    index: int
+    score: float
+    text: str
+    truncated: bool = False
+
+
+def rank(
+    scores: np.ndarray,
+    passages: Sequence[str],
+    truncated: Sequence[bool],
+    top_n: int | None = None,
+    threshold: float | None = None,
+) -> list[RerankResult]:
+    """Results sorted by score, highest first; ties keep input order (a stable sort)."""
+    order = np.argsort(-scores, kind="stable")
+    if threshold is not None:
+        order = order[scores[order] >= threshold]
+    if top_n is not None:
+        order = order[:top_n]
+    return [RerankResult(int(i), float(scores[i]), passages[i], bool(truncated[i])) for i in order]
