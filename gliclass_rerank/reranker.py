@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import warnings
 from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
@@ -79,10 +80,14 @@ class GLiClassReranker:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         positions = self.config.max_position_embeddings or DEFAULT_MAX_LENGTH
-        self.max_length = _positive_int("max_length", max_length or min(DEFAULT_MAX_LENGTH, positions))
+        if max_length is None:
+            max_length = min(DEFAULT_MAX_LENGTH, positions)
+        self.max_length = _positive_int("max_length", max_length)
         if self.max_length > positions:
             raise ValueError(f"max_length={self.max_length} exceeds the backbone's {positions} positions")
-        self.passages_per_pass = _positive_int("passages_per_pass", passages_per_pass or DEFAULT_PASSAGES_PER_PASS)
+        if passages_per_pass is None:
+            passages_per_pass = DEFAULT_PASSAGES_PER_PASS
+        self.passages_per_pass = _positive_int("passages_per_pass", passages_per_pass)
         self.max_query_tokens = _positive_int("max_query_tokens", max_query_tokens)
         self.max_passage_tokens = None if max_passage_tokens is None else _positive_int(
             "max_passage_tokens", max_passage_tokens
@@ -137,9 +142,12 @@ class GLiClassReranker:
                 raise ValueError(f"quantize={quantize!r}: only 'int8' (dynamic, CPU) is available")
             if self.device.type != "cpu" or self.dtype != torch.float32:
                 raise ValueError("quantize='int8' needs device='cpu' and dtype float32")
-            model.encoder_model = torch.ao.quantization.quantize_dynamic(
-                model.encoder_model, {torch.nn.Linear}, dtype=torch.qint8
-            )
+            with warnings.catch_warnings():
+                # Deprecated in favour of torchao, yet still the one dynamic int8 path in stock torch.
+                warnings.simplefilter("ignore")
+                model.encoder_model = torch.ao.quantization.quantize_dynamic(
+                    model.encoder_model, {torch.nn.Linear}, dtype=torch.qint8
+                )
         if compile:
             model.encoder_model = torch.compile(model.encoder_model, dynamic=True)
         return model

@@ -24,6 +24,10 @@ class RerankResult:
     text: str
     truncated: bool = False
 
+    def __repr__(self) -> str:
+        text = self.text if len(self.text) <= 60 else self.text[:57] + "..."
+        return f"RerankResult(index={self.index}, score={self.score:.4f}, text={text!r}, truncated={self.truncated})"
+
 
 def rank(
     scores: np.ndarray,

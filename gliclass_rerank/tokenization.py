@@ -98,9 +98,7 @@ class PieceTokenizer:
         if missing:
             char_limit = self.max_piece_tokens * _MAX_CHARS_PER_TOKEN
             clipped = [s[:char_limit] for s in missing]
-            encoded = self.tokenizer(
-                [marker + s for s in clipped], add_special_tokens=False, return_attention_mask=False
-            )["input_ids"]
+            encoded = self._ids([marker + s for s in clipped])
             markers = {self.label_id, self.sep_id}
             for original, text, ids in zip(missing, clipped, encoded):
                 if marker:
@@ -116,6 +114,14 @@ class PieceTokenizer:
         while len(cache) > self.cache_size:
             cache.popitem(last=False)
         return out
+
+    def _ids(self, strings: list[str]) -> list[list[int]]:
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            # The Rust tokenizer directly: no per-call Python overhead, no "longer than max length" warning
+            # (our pieces are cut to budget right after).
+            return [e.ids for e in backend.encode_batch(strings, add_special_tokens=False)]
+        return self.tokenizer(strings, add_special_tokens=False, return_attention_mask=False)["input_ids"]
 
     def clear_cache(self) -> None:
         """Forget every cached tokenisation."""

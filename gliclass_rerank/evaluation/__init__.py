@@ -1,0 +1,125 @@
+"""Evaluation harness: BM25 (or a given run) first stage, any reranker behind one protocol, standard metrics.
+
+    >>> from gliclass_rerank.evaluation import load_dataset, bm25_run, evaluate_systems, GLiClassScorer
+    >>> data = load_dataset("../shared/data/beir_scifact", split="test")
+    >>> report = evaluate_systems(data, bm25_run(data), [GLiClassScorer("my-model")], out_dir="out/")
+
+`gliclass-rerank eval` is the command-line front end (`add_arguments` / `run`). Needs the `eval` extra
+(bm25s, ir-measures, pytrec-eval-terrier, matplotlib, sentence-transformers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from .bm25 import bm25_run
+from .data import (RetrievalData, load_beir, load_candidates, load_dataset, read_qrels, read_run, top_k,
+                   write_run)
+from .harness import evaluate_systems, plot_report, rerank_run, top_k_run, write_report
+from .metrics import DEFAULT_METRICS, evaluate_run
+from .nli import binary_metrics, evaluate_nli, load_nli_pairs
+from .rerankers import (CrossEncoderScorer, EmbeddingScorer, GLiClassScorer, Reranker, build_reranker,
+                        score_all)
+
+__all__ = [
+    "CrossEncoderScorer", "DEFAULT_METRICS", "EmbeddingScorer", "GLiClassScorer", "Reranker", "RetrievalData",
+    "add_arguments", "binary_metrics", "bm25_run", "build_reranker", "evaluate_nli", "evaluate_run",
+    "evaluate_systems", "load_beir", "load_candidates", "load_dataset", "load_nli_pairs", "plot_report",
+    "read_qrels", "read_run", "rerank_run", "run", "score_all", "top_k", "top_k_run", "write_report", "write_run",
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `gliclass-rerank eval`."""
+    parser.add_argument("data", help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv), "
+                        "candidate-list JSONL ({qid, query, candidates: [{text, label}]}) or, with --nli, "
+                        "an NLI JSONL ({premise, hypothesis, label})")
+    parser.add_argument("--split", default="test", help="qrels split of a BEIR folder (default: test)")
+    parser.add_argument("--model", action="append", default=[], help="GLiClass checkpoint to evaluate (repeatable)")
+    parser.add_argument("--mode", choices=("listwise", "nli", "both"), default="listwise",
+                        help="GLiClass scoring mode for --model (default: listwise)")
+    parser.add_argument("--cross-encoder", action="append", default=[], help="sentence-transformers CrossEncoder")
+    parser.add_argument("--embedding", action="append", default=[], help="sentence-transformers model (cosine)")
+    parser.add_argument("--system", action="append", default=[],
+                        help="KIND:PATH[@NAME], KIND in gliclass, gliclass-nli, cross-encoder, embedding")
+    parser.add_argument("--run", default=None, help="first-stage TREC run file (default: BM25, or the file's "
+                        "own candidate order for candidate-list files)")
+    parser.add_argument("--top-k", type=int, default=100, help="candidates reranked per query (default 100)")
+    parser.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N queries")
+    parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), help="default: %(default)s")
+    parser.add_argument("--out", default="eval-out", help="output folder (report.json, per_query.tsv, runs/, chart.png)")
+    parser.add_argument("--bm25-k1", type=float, default=1.5)
+    parser.add_argument("--bm25-b", type=float, default=0.75)
+    parser.add_argument("--bm25-stemmer", default=None, help="PyStemmer language, e.g. english (default: none)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--max-length", type=int, default=None, help="tokens per sequence (every reranker)")
+    parser.add_argument("--passages-per-pass", type=int, default=None)
+    parser.add_argument("--max-passage-tokens", type=int, default=None)
+    parser.add_argument("--quantize", choices=("int8",), default=None, help="GLiClass: dynamic int8 on CPU")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _systems(args: argparse.Namespace) -> list:
+    options = {k: getattr(args, k) for k in ("device", "dtype", "batch_size", "max_length", "passages_per_pass",
+                                             "max_passage_tokens", "quantize")}
+    specs = list(args.system)
+    modes = ("listwise", "nli") if args.mode == "both" else (args.mode,)
+    for path in args.model:
+        specs += [("gliclass-nli:" if m == "nli" else "gliclass:") + path for m in modes]
+    specs += ["cross-encoder:" + p for p in args.cross_encoder]
+    specs += ["embedding:" + p for p in args.embedding]
+    return [build_reranker(s, **options) for s in specs]
+
+
+def run(args: argparse.Namespace) -> int:
+    """`gliclass-rerank eval`: print a summary table, write the reports to `--out`."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    show = not args.quiet
+    out = Path(args.out)
+    if args.mode == "nli" and not Path(args.data).is_dir() and _looks_like_nli(args.data):
+        from ..reranker import GLiClassReranker
+
+        pairs = load_nli_pairs(args.data)
+        if args.max_queries:
+            pairs = pairs[: args.max_queries]
+        results = {}
+        for path in args.model:
+            opts = {k: getattr(args, k) for k in ("batch_size", "max_length") if getattr(args, k) is not None}
+            model = GLiClassReranker.from_pretrained(path, device=args.device, dtype=args.dtype, **opts)
+            results[path] = evaluate_nli(model, pairs, show_progress=show)
+            print(path, json.dumps(results[path]))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "nli_report.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+        return 0
+
+    data = load_dataset(args.data, split=args.split).subset(args.max_queries)
+    if args.run:
+        first_stage, name = read_run(args.run), Path(args.run).stem
+    elif data.candidates is not None:
+        first_stage, name = data.candidates, "given-order"
+    else:
+        first_stage = bm25_run(data, top_k=max(args.top_k, 100), k1=args.bm25_k1, b=args.bm25_b,
+                               stemmer=args.bm25_stemmer, show_progress=show)
+        name = "bm25"
+    report = evaluate_systems(data, first_stage, _systems(args), depth=args.top_k, metrics=args.metrics,
+                              first_stage_name=name, out_dir=out, show_progress=show)
+    width = max(len(n) for n in report["systems"])
+    print(f"{'system':<{width}}  " + "  ".join(f"{m:>10}" for m in args.metrics) + "  seconds")
+    for sys_name, s in report["systems"].items():
+        print(f"{sys_name:<{width}}  " + "  ".join(f"{s['metrics'][m]:>10.4f}" for m in args.metrics)
+              + f"  {s['seconds']:>7}")
+    print(f"reports in {out}/")
+    return 0
+
+
+def _looks_like_nli(path: str) -> bool:
+    from .data import read_jsonl
+
+    for item in read_jsonl(path):
+        return isinstance(item, dict) and "premise" in item and "hypothesis" in item
+    return False

@@ -1,0 +1,49 @@
+"""First stage: BM25 over title + text with `bm25s`."""
+
+from __future__ import annotations
+
+from .data import RetrievalData, Run
+
+
+def _stemmer(name: str | None):
+    if not name:
+        return None
+    try:
+        import Stemmer  # PyStemmer
+    except ImportError as error:
+        raise ImportError("BM25 stemming needs PyStemmer: pip install PyStemmer") from error
+    return Stemmer.Stemmer(name)
+
+
+def bm25_run(
+    data: RetrievalData,
+    top_k: int = 100,
+    k1: float = 1.5,
+    b: float = 0.75,
+    method: str = "lucene",
+    stemmer: str | None = None,
+    stopwords: str | None = "en",
+    show_progress: bool = True,
+) -> Run:
+    """BM25 (bm25s, Lucene variant by default) over each document's title + text; the `top_k` best per query.
+
+    The defaults (k1=1.5, b=0.75, English stopwords, no stemming) give NDCG@10 0.662 on BEIR SciFact test.
+    """
+    import bm25s
+    from bm25s.tokenization import Tokenizer
+
+    doc_ids = sorted(data.corpus)
+    tokenizer = Tokenizer(stopwords=stopwords, stemmer=_stemmer(stemmer))
+    corpus_tokens = tokenizer.tokenize([data.doc_text(d) for d in doc_ids], show_progress=show_progress, return_as="tuple")
+    retriever = bm25s.BM25(k1=k1, b=b, method=method)
+    retriever.index(corpus_tokens, show_progress=show_progress)
+    query_ids = list(data.queries)
+    query_tokens = tokenizer.tokenize(
+        [data.queries[q] for q in query_ids], update_vocab=False, show_progress=False, return_as="ids"
+    )
+    k = min(top_k, len(doc_ids))
+    docs, scores = retriever.retrieve(query_tokens, k=k, show_progress=show_progress, n_threads=1)
+    run: Run = {}
+    for row, qid in enumerate(query_ids):
+        run[qid] = {doc_ids[int(j)]: float(s) for j, s in zip(docs[row], scores[row])}
+    return run

@@ -1,0 +1,118 @@
+"""``gliclass-rerank serve``: load one model and serve it with uvicorn (or on Ray Serve)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from .app import DEFAULT_MAX_BODY_BYTES
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``gliclass-rerank serve``."""
+    m = parser.add_argument_group("model")
+    m.add_argument("--model", required=True, help="GLiClass checkpoint: local folder or Hugging Face Hub id")
+    m.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    m.add_argument("--dtype", default="auto", help="auto, float32, float16, bfloat16")
+    m.add_argument("--passages-per-pass", type=int, default=None, help="passages packed per sequence")
+    m.add_argument("--max-length", type=int, default=None, help="tokens per packed sequence")
+    m.add_argument("--batch-size", type=int, default=None, help="packed sequences per forward pass")
+    m.add_argument("--served-model-name", default=None,
+                   help="name reported by /info and echoed as `model` (default: --model)")
+    m.add_argument("--check-model-name", action="store_true",
+                   help="answer 404 when a request's `model` differs from --served-model-name")
+
+    s = parser.add_argument_group("server")
+    s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--api-key", default=None,
+                   help="require 'Authorization: Bearer KEY' (default: $GLICLASS_API_KEY if set; "
+                        "prefer the variable, command lines are visible to other users)")
+    s.add_argument("--log-level", default="info")
+    s.add_argument("--graceful-timeout", type=float, default=30.0,
+                   help="seconds SIGTERM waits for in-flight requests before forcing exit")
+
+    lim = parser.add_argument_group("limits")
+    lim.add_argument("--max-documents", type=int, default=1000, help="documents per request (413 above)")
+    lim.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="request body cap (413 above)")
+    lim.add_argument("--max-queue-tokens", type=int, default=262_144,
+                     help="estimated tokens admitted and unfinished before 429 + Retry-After")
+    lim.add_argument("--max-queue-requests", type=int, default=1024,
+                     help="requests admitted and unfinished before 429 + Retry-After")
+
+    b = parser.add_argument_group("batching")
+    b.add_argument("--no-batching", action="store_true", help="run each request alone (no cross-request batching)")
+    b.add_argument("--max-batch-tokens", type=int, default=8192, help="estimated tokens per shared model call")
+    b.add_argument("--max-batch-requests", type=int, default=64, help="requests per shared model call")
+    b.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits for neighbours")
+
+    r = parser.add_argument_group("ray serve")
+    r.add_argument("--ray", action="store_true", help="serve on Ray Serve instead of a single uvicorn process")
+    r.add_argument("--replicas", type=int, default=1, help="Ray Serve replicas (each holds the model)")
+    r.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per Ray replica")
+    r.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per Ray replica")
+
+
+def _app_options(args: argparse.Namespace) -> dict:
+    return dict(
+        served_model_name=args.served_model_name,
+        check_model_name=args.check_model_name,
+        api_key=args.api_key if args.api_key is not None else (os.environ.get("GLICLASS_API_KEY") or None),
+        max_documents=args.max_documents,
+        max_body_bytes=args.max_body_bytes,
+        max_queue_tokens=args.max_queue_tokens,
+        max_queue_requests=args.max_queue_requests,
+        batching=not args.no_batching,
+        max_batch_tokens=args.max_batch_tokens,
+        max_batch_requests=args.max_batch_requests,
+        batch_wait_ms=args.batch_wait_ms,
+    )
+
+
+def _model_options(args: argparse.Namespace) -> dict:
+    opts = {"device": args.device, "dtype": args.dtype}
+    for key in ("passages_per_pass", "max_length", "batch_size"):
+        value = getattr(args, key)
+        if value is not None:
+            opts[key] = value
+    return opts
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model once, then serve until SIGINT/SIGTERM (in-flight requests finish first)."""
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.ray:
+        from .ray_serve import serve_blocking
+
+        serve_blocking(args.model, model_options=_model_options(args), app_options=_app_options(args),
+                       host=args.host, port=args.port, num_replicas=args.replicas,
+                       num_cpus=args.num_cpus, num_gpus=args.num_gpus)
+        return 0
+
+    import uvicorn
+
+    from .. import GLiClassReranker
+    from .app import create_app
+
+    reranker = GLiClassReranker.from_pretrained(args.model, **_model_options(args))
+    app = create_app(reranker, **_app_options(args))
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=args.graceful_timeout,
+        access_log=False,
+    )
+    return 0
+
+
+def main(argv=None) -> int:  # ``python -m gliclass_rerank.server.cli`` without the top-level CLI
+    parser = argparse.ArgumentParser(prog="gliclass-rerank serve")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
