@@ -233,3 +233,19 @@ def tiny_checkpoint(folder, backbone: str = "bert", seed: int = 0, noise: float 
         for _, param in sorted(model.named_parameters()):
             param.add_(torch.randn(param.shape, generator=generator) * noise)
     return save_pretrained(model.eval(), tokenizer, folder)
+
+
+def main(argv=None) -> None:
+    """`python -m gliclass_rerank.testing FOLDER [--backbone bert]`: write a tiny random checkpoint."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m gliclass_rerank.testing", description=main.__doc__)
+    parser.add_argument("folder")
+    parser.add_argument("--backbone", default="bert", choices=("bert", "modernbert", "deberta-v2"))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(tiny_checkpoint(args.folder, backbone=args.backbone, seed=args.seed))
+
+
+if __name__ == "__main__":
+    main()
