@@ -15,6 +15,8 @@ encoder's precision, since they are tiny and fp16 norms underflow.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -251,9 +253,10 @@ class GLiClassUniEncoder(nn.Module):
 
 def _build_encoder(encoder_config, attn_implementation: str | None) -> nn.Module:
     """The backbone, from its config alone (no download), with SDPA attention where it is supported."""
-    if attn_implementation is not None:
-        try:
-            return AutoModel.from_config(encoder_config, attn_implementation=attn_implementation)
-        except (ValueError, ImportError):
-            pass  # e.g. DeBERTa has no SDPA path: fall back to the backbone's own attention
-    return AutoModel.from_config(encoder_config)
+    if attn_implementation is None:
+        return AutoModel.from_config(encoder_config)
+    try:
+        return AutoModel.from_config(copy.deepcopy(encoder_config), attn_implementation=attn_implementation)
+    except (ValueError, ImportError):
+        # e.g. DeBERTa has no SDPA path: its own ("eager") attention is the only one.
+        return AutoModel.from_config(encoder_config, attn_implementation="eager")
