@@ -39,7 +39,7 @@ def main() -> None:
         print(f"  {result.score:.3f}  [{result.index}] {result.text}")
     claims = ["Vaccines produce antibodies.", "Vaccines are updated yearly."]
     print("\ngroundedness: does each passage support each claim?")
-    for passage, row in zip(PASSAGES[:3], reranker.entailment(PASSAGES[:3], claims)):
+    for passage, row in zip(PASSAGES[:3], reranker.entailment(PASSAGES[:3], claims), strict=True):
         print(f"  {passage[:50]:50s} " + "  ".join(f"{s:.3f}" for s in row))
     print("\nzero-shot classification:")
     print(" ", reranker.classify(PASSAGES[1], ["finance", "health", "sports"])[0])

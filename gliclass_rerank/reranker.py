@@ -190,16 +190,16 @@ class GLiClassReranker:
         """`rerank` for many queries at once; their sequences share forward passes."""
         _check_top_n(top_n)
         _check_threshold(threshold)
-        scores, truncated = self._score_queries(queries, passages_per_query, mode)
+        logits, truncated = self._score_queries(queries, passages_per_query, mode)
         return [
-            rank(s, list(p), t, top_n=top_n, threshold=threshold)
-            for s, p, t in zip(scores, passages_per_query, truncated)
+            rank(_sigmoid(x), list(p), t, top_n=top_n, threshold=threshold, logits=x)
+            for x, p, t in zip(logits, passages_per_query, truncated)
         ]
 
-    def score(self, query: str, passages: Sequence[str], mode: Mode = "listwise") -> list[float]:
-        """Relevance of each passage to `query`, in input order."""
-        scores, _ = self._score_queries([query], [passages], mode)
-        return scores[0].tolist()
+    def score(self, query: str, passages: Sequence[str], mode: Mode = "listwise", raw: bool = False) -> list[float]:
+        """Relevance of each passage to `query`, in input order: probabilities, or logits with `raw=True`."""
+        logits, _ = self._score_queries([query], [passages], mode)
+        return (logits[0] if raw else _sigmoid(logits[0])).tolist()
 
     def classify(
         self,
@@ -275,7 +275,7 @@ class GLiClassReranker:
                 query_ids = [p.ids[: self.max_query_tokens] for p in self.pieces.texts(list(queries))]
                 tasks = [(q, self.pieces.labels(list(p)), self.passages_per_pass) for q, p in zip(query_ids, passages_per_query)]
                 logits, label_cuts, _ = self._run(tasks)
-            return [_sigmoid(row) for row in logits], label_cuts
+            return logits, label_cuts
 
         # NLI: every passage is a premise with the query as its only hypothesis.
         flat = [p for passages in passages_per_query for p in passages]
@@ -285,7 +285,6 @@ class GLiClassReranker:
         for passages in passages_per_query:
             end = start + len(passages)
             scores.append(np.array([row[0] for row in logits[start:end]], dtype=np.float32).reshape(-1))
-            scores[-1] = _sigmoid(scores[-1])
             cuts.append(text_cuts[start:end])
             start = end
         return scores, cuts

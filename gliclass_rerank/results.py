@@ -17,12 +17,14 @@ class RerankResult:
         score: relevance in [0, 1] (sigmoid of the model's logit).
         text: the passage as given (never the cut version).
         truncated: whether the passage was longer than its token budget and was cut before scoring.
+        logit: the model's raw score (what TEI calls `raw_scores`); `score` is its sigmoid.
     """
 
     index: int
     score: float
     text: str
     truncated: bool = False
+    logit: float | None = None
 
     def __repr__(self) -> str:
         text = self.text if len(self.text) <= 60 else self.text[:57] + "..."
@@ -35,6 +37,7 @@ def rank(
     truncated: Sequence[bool],
     top_n: int | None = None,
     threshold: float | None = None,
+    logits: np.ndarray | None = None,
 ) -> list[RerankResult]:
     """Results sorted by score, highest first; ties keep input order (a stable sort)."""
     order = np.argsort(-scores, kind="stable")
@@ -42,4 +45,9 @@ def rank(
         order = order[scores[order] >= threshold]
     if top_n is not None:
         order = order[:top_n]
-    return [RerankResult(int(i), float(scores[i]), passages[i], bool(truncated[i])) for i in order]
+    return [
+        RerankResult(
+            int(i), float(scores[i]), passages[i], bool(truncated[i]), None if logits is None else float(logits[i])
+        )
+        for i in order
+    ]

@@ -18,3 +18,14 @@ def tiny_model_dir(tmp_path_factory):
 def reranker(tiny_model_dir) -> GLiClassReranker:
     """The tiny checkpoint loaded on CPU in float32 (shared: loading costs time)."""
     return GLiClassReranker.from_pretrained(tiny_model_dir, device="cpu", dtype="float32")
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # The test models are tiny: one thread beats two, and far more so on a shared, busy CPU.
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -34,6 +34,13 @@ def test_rerank_sorts_by_score_and_indexes_into_the_input(reranker):
     assert reranker.score(QUERY, PASSAGES) == pytest.approx([by_index[i] for i in range(len(PASSAGES))], abs=0)
 
 
+def test_raw_logits_are_the_scores_before_the_sigmoid(reranker):
+    logits = reranker.score(QUERY, PASSAGES, raw=True)
+    np.testing.assert_allclose(1 / (1 + np.exp(-np.array(logits))), reranker.score(QUERY, PASSAGES), atol=1e-6)
+    for r in reranker.rerank(QUERY, PASSAGES):
+        assert r.logit == pytest.approx(logits[r.index], abs=1e-6)
+
+
 def test_scores_are_not_constant(reranker):
     scores = reranker.score(QUERY, PASSAGES)
     assert max(scores) - min(scores) > 1e-3

@@ -1,0 +1,3 @@
+from haystack_integrations.components.rankers.gliclass.ranker import GLiClassRanker
+
+__all__ = ["GLiClassRanker"]

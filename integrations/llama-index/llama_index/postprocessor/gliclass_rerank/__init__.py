@@ -1,0 +1,3 @@
+from llama_index.postprocessor.gliclass_rerank.base import GLiClassRerank
+
+__all__ = ["GLiClassRerank"]
