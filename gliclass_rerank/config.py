@@ -177,6 +177,9 @@ class GLiClassConfig:
             initializer_range=self.initializer_range,
         )
         data.setdefault("architectures", ["GLiClassModel"])
+        # Upstream's loader builds a path from this field and fails when it is missing.
+        if not data.get("encoder_model_name"):
+            data["encoder_model_name"] = self.encoder_config.get_text_config()._name_or_path or "encoder"
         data.setdefault("max_labels_alloc", "dynamic")
         return data
 

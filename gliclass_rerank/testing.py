@@ -130,7 +130,14 @@ def train_tiny_tokenizer(folder: str | os.PathLike | None = None, vocab_size: in
     Deterministic: the vocabulary is counted in Python from ``TINY_CORPUS`` (the ``tokenizers``
     WordPieceTrainer breaks frequency ties in hash-map order, so two runs can give different vocabularies).
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
     from transformers import PreTrainedTokenizerFast
 
     vocab = _build_vocab(TINY_CORPUS, vocab_size)
