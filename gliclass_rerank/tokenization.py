@@ -14,6 +14,7 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerBase
 
 from .config import LABEL_TOKEN, SEP_TOKEN, GLiClassConfig
@@ -61,6 +62,14 @@ class PieceTokenizer:
         self.sep_id = self._marker_id(SEP_TOKEN, config.text_token_index, "text_token_index")
         self.prefix_ids, self.suffix_ids = self._special_tokens_around()
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        # A private copy of the Rust tokenizer: a caller's `tokenizer(..., truncation=True, max_length=3)`
+        # changes the shared backend's settings and must not change our scores.
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        self._backend = None
+        if backend is not None:
+            self._backend = Tokenizer.from_str(backend.to_str())
+            self._backend.no_truncation()
+            self._backend.no_padding()
 
     def _marker_id(self, token: str, expected: int, field_name: str) -> int:
         token_id = self.tokenizer.convert_tokens_to_ids(token)
@@ -116,7 +125,7 @@ class PieceTokenizer:
         return out
 
     def _ids(self, strings: list[str]) -> list[list[int]]:
-        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        backend = self._backend
         if backend is not None:
             # The Rust tokenizer directly: no per-call Python overhead, no "longer than max length" warning
             # (our pieces are cut to budget right after).

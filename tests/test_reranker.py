@@ -213,7 +213,6 @@ def test_ten_thousand_passages(reranker):
 
 def test_token_ids_are_cached(reranker, monkeypatch):
     calls = []
-    backend = reranker.pieces.tokenizer.backend_tokenizer
     original = reranker.pieces._ids
 
     def counting(strings):
@@ -225,7 +224,16 @@ def test_token_ids_are_cached(reranker, monkeypatch):
     reranker.score("a brand new query", fresh)
     reranker.score("a brand new query", fresh)
     assert calls == [1, 4]  # the query, then the passages; the second call tokenises nothing
-    assert backend is reranker.pieces.tokenizer.backend_tokenizer
+
+
+def test_callers_tokenizer_settings_do_not_change_scores(reranker):
+    before = reranker.score(QUERY, ["brand new passage about the football team"])
+    reranker.tokenizer(["x y z"], truncation=True, max_length=3, padding="max_length")  # mutates its backend
+    after = reranker.score(QUERY, ["another new passage about the football team"])
+    reranker.pieces.clear_cache()
+    assert reranker.score(QUERY, ["brand new passage about the football team"]) == before
+    assert len(reranker.pieces.labels(["one two three four five six"])[0].ids) > 3
+    assert after
 
 
 def test_threads_share_one_reranker(reranker):
