@@ -16,19 +16,56 @@ import logging
 from pathlib import Path
 
 from .bm25 import bm25_run
-from .data import (RetrievalData, load_beir, load_candidates, load_dataset, read_qrels, read_run, top_k,
-                   write_run)
+from .data import (
+    RetrievalData,
+    load_beir,
+    load_candidates,
+    load_dataset,
+    read_qrels,
+    read_run,
+    top_k,
+    write_run,
+)
 from .harness import evaluate_systems, plot_report, rerank_run, top_k_run, write_report
 from .metrics import DEFAULT_METRICS, evaluate_run
 from .nli import binary_metrics, evaluate_nli, load_nli_pairs
-from .rerankers import (CrossEncoderScorer, EmbeddingScorer, GLiClassScorer, Reranker, build_reranker,
-                        score_all)
+from .rerankers import (
+    CrossEncoderScorer,
+    EmbeddingScorer,
+    GLiClassScorer,
+    Reranker,
+    build_reranker,
+    score_all,
+)
 
 __all__ = [
-    "CrossEncoderScorer", "DEFAULT_METRICS", "EmbeddingScorer", "GLiClassScorer", "Reranker", "RetrievalData",
-    "add_arguments", "binary_metrics", "bm25_run", "build_reranker", "evaluate_nli", "evaluate_run",
-    "evaluate_systems", "load_beir", "load_candidates", "load_dataset", "load_nli_pairs", "plot_report",
-    "read_qrels", "read_run", "rerank_run", "run", "score_all", "top_k", "top_k_run", "write_report", "write_run",
+    "DEFAULT_METRICS",
+    "CrossEncoderScorer",
+    "EmbeddingScorer",
+    "GLiClassScorer",
+    "Reranker",
+    "RetrievalData",
+    "add_arguments",
+    "binary_metrics",
+    "bm25_run",
+    "build_reranker",
+    "evaluate_nli",
+    "evaluate_run",
+    "evaluate_systems",
+    "load_beir",
+    "load_candidates",
+    "load_dataset",
+    "load_nli_pairs",
+    "plot_report",
+    "read_qrels",
+    "read_run",
+    "rerank_run",
+    "run",
+    "score_all",
+    "top_k",
+    "top_k_run",
+    "write_report",
+    "write_run",
 ]
 
 
@@ -45,8 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embedding", action="append", default=[], help="sentence-transformers model (cosine)")
     parser.add_argument("--system", action="append", default=[],
                         help="KIND:PATH[@NAME], KIND in gliclass, gliclass-nli, cross-encoder, embedding")
-    parser.add_argument("--run", default=None, help="first-stage TREC run file (default: BM25, or the file's "
-                        "own candidate order for candidate-list files)")
+    parser.add_argument("--run", default=None, help="first-stage TREC run file (default: BM25 over the corpus; "
+                        "for candidate-list files, BM25 within each query's candidates)")
     parser.add_argument("--top-k", type=int, default=100, help="candidates reranked per query (default 100)")
     parser.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N queries")
     parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), help="default: %(default)s")
@@ -101,7 +138,10 @@ def run(args: argparse.Namespace) -> int:
     if args.run:
         first_stage, name = read_run(args.run), Path(args.run).stem
     elif data.candidates is not None:
-        first_stage, name = data.candidates, "given-order"
+        # BM25 within each query's candidate list (the file's own order lists positives first).
+        first_stage = bm25_run(data, k1=args.bm25_k1, b=args.bm25_b, stemmer=args.bm25_stemmer,
+                               show_progress=show, candidates={q: list(d) for q, d in data.candidates.items()})
+        name = "bm25"
     else:
         first_stage = bm25_run(data, top_k=max(args.top_k, 100), k1=args.bm25_k1, b=args.bm25_b,
                                stemmer=args.bm25_stemmer, show_progress=show)

@@ -12,10 +12,9 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict
 
-Run = Dict[str, Dict[str, float]]
-Qrels = Dict[str, Dict[str, int]]
+Run = dict[str, dict[str, float]]
+Qrels = dict[str, dict[str, int]]
 
 
 @dataclass
@@ -27,7 +26,9 @@ class RetrievalData:
         corpus: doc id -> {"title": str, "text": str}.
         queries: query id -> query text (only the queries to evaluate).
         qrels: query id -> doc id -> relevance grade (0 = judged non-relevant).
-        candidates: a fixed candidate run shipped with the data (candidate-list files), else None.
+        candidates: fixed candidate sets shipped with the data (candidate-list files), else None. Their
+            file order is kept as scores (first = highest) but is NOT used as a first stage: TrecQA files
+            list the positives first, so that order leaks the labels.
     """
 
     name: str
@@ -183,8 +184,7 @@ def write_run(run: Run, path: str | os.PathLike, tag: str = "gliclass-rerank") -
     with open(path, "w", encoding="utf-8") as handle:
         for qid in sorted(run):
             ranked = sorted(run[qid].items(), key=lambda item: (-item[1], item[0]))
-            for rank, (doc, score) in enumerate(ranked, start=1):
-                handle.write(f"{qid} Q0 {doc} {rank} {score:.6f} {tag}\n")
+            handle.writelines(f"{qid} Q0 {doc} {rank} {score:.6f} {tag}\n" for rank, (doc, score) in enumerate(ranked, start=1))
 
 
 def top_k(run: Run, k: int) -> dict[str, list[str]]:

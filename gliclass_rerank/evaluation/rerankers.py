@@ -7,7 +7,8 @@ It may also offer `score_batch(queries, passage_lists) -> list[list[float]]` to 
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 
 @runtime_checkable
@@ -80,10 +81,12 @@ class CrossEncoderScorer:
             label = "cross-encoder"
         else:
             kwargs = {"device": device} if device and device != "auto" else {}
-            self.model = CrossEncoder(str(model), max_length=max_length, **kwargs)
+            self.model = CrossEncoder(str(model), **kwargs)
             label = str(model).rstrip("/").split("/")[-1]
         if max_length is not None:
-            self.model.max_length = max_length
+            # sentence-transformers >= 5 calls it max_seq_length (max_length is a deprecated alias)
+            name = "max_seq_length" if hasattr(type(self.model), "max_seq_length") else "max_length"
+            setattr(self.model, name, max_length)
         self.batch_size = batch_size
         self.name = name or f"cross-encoder:{label}"
 
@@ -145,7 +148,6 @@ class EmbeddingScorer:
         return self.score_batch([query], [passages])[0]
 
     def score_batch(self, queries: Sequence[str], passage_lists: Sequence[Sequence[str]]) -> list[list[float]]:
-        import numpy as np
 
         flat = [p for passages in passage_lists for p in passages]
         docs = self._encode(flat)

@@ -1,0 +1,722 @@
+"""Fine-tuning GLiClass rerankers (`gliclass-rerank train`).
+
+Two starting points:
+
+* a GLiClass checkpoint (upstream's format), fine-tuned as it is;
+* a plain encoder folder (BERT, MiniLM, ModernBERT, DeBERTa ...): `init_from_encoder` adds the `<<LABEL>>` /
+  `<<SEP>>` tokens and builds a GLiClass model whose *untrained* scores are the encoder's own similarity:
+
+      score(query, passage) = sigmoid(logit_scale * cos(mean of the query span, mean of the passage span))
+
+  computed inside the packed sequence `[CLS] <<LABEL>> p1 <<LABEL>> p2 ... <<SEP>> query [SEP]`. That is
+  upstream's layout with prompt_first=True, extract_text_features=True (text pooled from `<<SEP>>` on),
+  pooling_strategy "avg", class_token_pooling "average" (each passage pooled over its `<<LABEL>>` + tokens),
+  normalize_features=True and the "simple" dot-product scorer. The projectors are exactly the identity:
+  with `hidden_size = 2H`, `linear_1 = [I; -I]` and `linear_2 = [I, -I]` (biases 0) give
+  `gelu(x) - gelu(-x) = x`. The new token embeddings start at the mean of the vocabulary's embeddings.
+  Nothing is random, so the model ranks as the encoder does before its first training step.
+
+Training groups look like inference groups: one GLiClass text (the query in listwise mode, the premise in
+NLI mode) with up to `passages_per_pass` labels (passages / hypotheses), positives at random positions, and
+a multi-label BCE (or focal) loss over the group's labels. A scalar *training bias* is added to the logits in
+the loss only: it absorbs the base rate (most labels are negatives) so the scale and the encoder need not;
+it is not saved, since adding a constant to every logit changes no ranking (scores in the saved model are
+therefore not calibrated probabilities; rank by them, or pick a threshold on held-out data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import LABEL_TOKEN, SEP_TOKEN, GLiClassConfig
+from .loading import load_model, load_tokenizer, save_pretrained
+from .modeling import GLiClassUniEncoder
+from .packing import Layout, collate, pack_task
+from .runtime import resolve_device
+from .tokenization import PieceTokenizer, TokenizedPiece
+
+logger = logging.getLogger(__name__)
+
+TRAINING_STATE = "training_state.pt"
+TRAIN_ARGS = "train_args.json"
+
+
+# ---------------------------------------------------------------------------------------------- model init
+def is_gliclass_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether `path` is a folder with a GLiClass `config.json`."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    return json.loads(config.read_text(encoding="utf-8")).get("model_type") == "GLiClass"
+
+
+def init_from_encoder(
+    encoder: str | os.PathLike,
+    logit_scale: float = 20.0,
+    new_token_init: str = "mean",
+    problem_type: str = "multi_label_classification",
+) -> tuple[GLiClassUniEncoder, object]:
+    """A new GLiClass model around a plain encoder, scoring like the encoder before any training.
+
+    Args:
+        encoder: a local folder with a transformers encoder (config, weights, tokenizer).
+        logit_scale: the initial scale of the cosine (upstream multiplies the raw parameter).
+        new_token_init: "mean" (mean of all token embeddings) or "sep" (copy of the tokenizer's [SEP]).
+        problem_type: written to config.json for upstream's trainer.
+
+    Returns:
+        (model, tokenizer): the `GLiClassUniEncoder` in train mode and the tokenizer with the two new tokens.
+    """
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    encoder = str(encoder)
+    tokenizer = AutoTokenizer.from_pretrained(encoder)
+    base_vocab = len(tokenizer)
+    tokenizer.add_tokens([LABEL_TOKEN, SEP_TOKEN], special_tokens=True)
+    label_id = tokenizer.convert_tokens_to_ids(LABEL_TOKEN)
+    sep_id = tokenizer.convert_tokens_to_ids(SEP_TOKEN)
+    encoder_config = AutoConfig.from_pretrained(encoder)
+    hidden = encoder_config.get_text_config().hidden_size
+    vocab_size = max(len(tokenizer), encoder_config.get_text_config().vocab_size, label_id + 1, sep_id + 1)
+    data = {
+        "model_type": "GLiClass",
+        "architecture_type": "uni-encoder",
+        "architectures": ["GLiClassModel"],
+        "encoder_config": encoder_config.to_dict(),
+        "encoder_model": encoder,  # upstream needs a name here (it looks for a LoRA adapter_config.json in it)
+        "class_token_index": label_id,
+        "text_token_index": sep_id,
+        "vocab_size": vocab_size,
+        "hidden_size": 2 * hidden,
+        "projector_hidden_act": "gelu",
+        "problem_type": problem_type,
+        "prompt_first": True,
+        "extract_text_features": True,
+        "pooling_strategy": "avg",
+        "class_token_pooling": "average",
+        "embed_class_token": True,
+        "normalize_features": True,
+        "scorer_type": "simple",
+        "logit_scale_init_value": float(logit_scale),
+        "max_labels_alloc": "dynamic",
+        "dropout": 0.1,
+    }
+    config = GLiClassConfig.from_dict(data)
+    model = GLiClassUniEncoder(config)
+
+    pretrained = AutoModel.from_pretrained(encoder)
+    old = pretrained.get_input_embeddings().weight.data
+    pretrained.resize_token_embeddings(vocab_size, mean_resizing=False)
+    embeddings = pretrained.get_input_embeddings().weight.data
+    if new_token_init == "mean":
+        fill = old[:base_vocab].mean(dim=0)
+    elif new_token_init == "sep" and tokenizer.sep_token_id is not None:
+        fill = old[tokenizer.sep_token_id]
+    else:
+        raise ValueError(f"new_token_init={new_token_init!r}: choose 'mean' or 'sep'")
+    embeddings[old.shape[0] :] = fill
+    result = model.encoder_model.load_state_dict(pretrained.state_dict(), strict=False)
+    if result.missing_keys:
+        raise ValueError(f"{encoder}: encoder weights missing after init: {result.missing_keys[:5]}")
+    set_identity_heads(model, logit_scale)
+    return model.train(), tokenizer
+
+
+def set_identity_heads(model: GLiClassUniEncoder, logit_scale: float | None = None) -> None:
+    """Make both projectors the exact identity through their GELU (needs hidden_size == 2 * encoder width)."""
+    for projector in (model.text_projector, model.classes_projector):
+        width = projector.linear_1.in_features
+        if projector.linear_1.out_features != 2 * width:
+            raise ValueError(f"identity projectors need hidden_size = 2 * {width}, got {projector.linear_1.out_features}")
+        eye = torch.eye(width)
+        with torch.no_grad():
+            projector.linear_1.weight.copy_(torch.cat([eye, -eye], dim=0))
+            projector.linear_1.bias.zero_()
+            projector.linear_2.weight.copy_(torch.cat([eye, -eye], dim=1))
+            projector.linear_2.bias.zero_()
+    if logit_scale is not None:
+        with torch.no_grad():
+            model.logit_scale.fill_(float(logit_scale))
+
+
+def load_for_training(init: str | os.PathLike, logit_scale: float = 20.0) -> tuple[GLiClassUniEncoder, object, bool]:
+    """(model, tokenizer, fresh): a GLiClass checkpoint as it is, or a new model around a plain encoder."""
+    if is_gliclass_checkpoint(init):
+        return load_model(init).train(), load_tokenizer(init), False
+    model, tokenizer = init_from_encoder(init, logit_scale=logit_scale)
+    return model, tokenizer, True
+
+
+# ---------------------------------------------------------------------------------------------- data
+@dataclass
+class TrainExample:
+    """One GLiClass text with candidate labels and their 0/1 targets.
+
+    Listwise: text = query, labels = passages. NLI: text = premise, labels = hypotheses.
+    """
+
+    text: str
+    labels: list[str]
+    targets: list[float]
+
+    @property
+    def positives(self) -> list[int]:
+        return [i for i, t in enumerate(self.targets) if t > 0]
+
+    @property
+    def negatives(self) -> list[int]:
+        return [i for i, t in enumerate(self.targets) if t <= 0]
+
+
+def examples_from_beir(
+    folder: str | os.PathLike,
+    split: str = "train",
+    negatives: int = 30,
+    bm25_depth: int = 50,
+    max_queries: int | None = None,
+    show_progress: bool = True,
+) -> list[TrainExample]:
+    """Queries of a BEIR split with their judged positives and BM25-mined hard negatives (title + text).
+
+    The negatives are the best-ranked BM25 documents of the whole corpus that are not judged relevant.
+    """
+    from .evaluation.bm25 import bm25_run
+    from .evaluation.data import load_beir
+
+    data = load_beir(folder, split=split).subset(max_queries)
+    run = bm25_run(data, top_k=bm25_depth, show_progress=show_progress)
+    out = []
+    for qid, query in data.queries.items():
+        positives = [d for d, g in data.qrels[qid].items() if g > 0 and d in data.corpus]
+        ranked = sorted(run.get(qid, {}).items(), key=lambda item: (-item[1], item[0]))
+        hard = [d for d, _ in ranked if d not in data.qrels[qid]][:negatives]
+        if not positives or not hard:
+            continue
+        docs = positives + hard
+        out.append(TrainExample(query, [data.doc_text(d) for d in docs], [1.0] * len(positives) + [0.0] * len(hard)))
+    return out
+
+
+def examples_from_jsonl(path: str | os.PathLike, mode: str = "listwise") -> list[TrainExample]:
+    """Training examples from a JSONL file in one of three shapes (detected per line):
+
+    * `{"query", "positives": [...], "negatives": [...]}`: listwise reranking data;
+    * `{"text", "all_labels", "true_labels"}`: the classification format (text = GLiClass text);
+    * `{"premise", "hypothesis", "label"}` (SICK/MNLI style): grouped by premise, "entailment" = positive,
+      for NLI mode (text = premise, labels = hypotheses).
+    """
+    from .evaluation.data import read_jsonl
+
+    out: list[TrainExample] = []
+    by_premise: dict[str, TrainExample] = {}
+    for number, item in enumerate(read_jsonl(path), start=1):
+        if "query" in item and "positives" in item:
+            pos, neg = list(item["positives"]), list(item.get("negatives") or [])
+            texts = [_passage_text(p) for p in pos + neg]
+            out.append(TrainExample(item["query"], texts, [1.0] * len(pos) + [0.0] * len(neg)))
+        elif "text" in item and "all_labels" in item:
+            true = set(item.get("true_labels") or [])
+            labels = list(dict.fromkeys(item["all_labels"]))
+            out.append(TrainExample(item["text"], labels, [1.0 if label in true else 0.0 for label in labels]))
+        elif "premise" in item and "hypothesis" in item:
+            example = by_premise.setdefault(item["premise"], TrainExample(item["premise"], [], []))
+            example.labels.append(item["hypothesis"])
+            example.targets.append(1.0 if str(item.get("label", "")).lower() == "entailment" else 0.0)
+        else:
+            raise ValueError(f"{path}:{number}: expected {{query, positives, negatives}}, "
+                             "{text, all_labels, true_labels} or {premise, hypothesis, label}")
+    out.extend(by_premise.values())
+    return [e for e in out if e.labels]
+
+
+def _passage_text(passage) -> str:
+    if isinstance(passage, str):
+        return passage
+    if isinstance(passage, dict):
+        return f"{passage.get('title') or ''} {passage.get('text') or ''}".strip()
+    raise TypeError(f"a passage must be a string or {{title, text}}, got {type(passage).__name__}")
+
+
+def make_groups(
+    examples: Sequence[TrainExample],
+    group_size: int,
+    rng: random.Random,
+    max_positives: int = 1,
+    retrieval: bool = True,
+) -> list[tuple[str, list[str], list[float]]]:
+    """One epoch of training groups, shuffled.
+
+    A group is one text with `group_size` labels; the collator packs it into sequences of at most
+    `passages_per_pass` labels each, exactly as inference does.
+    retrieval=True (reranking data): one group per example with up to `max_positives` positives and
+    negatives drawn at random from the example's (hard) negatives filling the rest, positives at random
+    positions. retrieval=False (classification / NLI data): the example's labels, shuffled, cut into groups
+    of `group_size`, so every label is seen once per epoch.
+    """
+    groups = []
+    for example in examples:
+        if retrieval:
+            pos, neg = example.positives, example.negatives
+            if not pos:
+                continue
+            chosen = rng.sample(pos, min(len(pos), max_positives))
+            room = max(group_size - len(chosen), 0)
+            chosen += rng.sample(neg, min(len(neg), room))
+            rng.shuffle(chosen)
+            groups.append((example.text, [example.labels[i] for i in chosen], [example.targets[i] for i in chosen]))
+        else:
+            order = list(range(len(example.labels)))
+            rng.shuffle(order)
+            for start in range(0, len(order), group_size):
+                part = order[start : start + group_size]
+                groups.append((example.text, [example.labels[i] for i in part], [example.targets[i] for i in part]))
+    rng.shuffle(groups)
+    return groups
+
+
+class GroupCollator:
+    """Tokenises and packs training groups exactly as `GLiClassReranker` packs inference calls."""
+
+    def __init__(self, tokenizer, config: GLiClassConfig, max_length: int = 512, max_query_tokens: int = 64,
+                 max_passage_tokens: int | None = None, passages_per_pass: int | None = None) -> None:
+        self.pieces = PieceTokenizer(tokenizer, config, max_piece_tokens=max_length)
+        self.layout = Layout.from_tokenizer(self.pieces)
+        self.max_length = max_length
+        self.max_query_tokens = max_query_tokens
+        self.max_passage_tokens = max_passage_tokens
+        self.passages_per_pass = passages_per_pass
+
+    def __call__(self, groups: Sequence[tuple[str, list[str], list[float]]]):
+        """(batch, targets): a PackedBatch and the float targets of its real labels, in row-major order."""
+        sequences, targets_per_task = [], []
+        for task, (text, labels, targets) in enumerate(groups):
+            text_ids = self.pieces.texts([text])[0].ids[: self.max_query_tokens]
+            pieces = self.pieces.labels(list(labels))
+            if self.max_passage_tokens is not None:
+                pieces = [TokenizedPiece(p.ids[: self.max_passage_tokens], p.cut) for p in pieces]
+            cap = self.passages_per_pass or len(pieces) or 1
+            packed, _ = pack_task(task, text_ids, pieces, self.layout, self.max_length, cap)
+            sequences.extend(packed)
+            targets_per_task.append(targets)
+        batch = collate(sequences, self.layout.pad_id)
+        targets = torch.tensor(
+            [targets_per_task[t][i] for t, i in zip(batch.task_of_label, batch.index_of_label)], dtype=torch.float32
+        )
+        return batch, targets
+
+
+# ---------------------------------------------------------------------------------------------- training
+@dataclass
+class TrainArgs:
+    """Every knob of a training run (saved as `train_args.json` next to the model)."""
+
+    init: str
+    output_dir: str
+    train: list[str] = field(default_factory=list)
+    split: str = "train"
+    mode: str = "listwise"
+    passages_per_pass: int = 4
+    group_size: int = 4
+    max_positives: int = 1
+    negatives: int = 30
+    bm25_depth: int = 50
+    max_length: int = 512
+    max_query_tokens: int = 64
+    max_passage_tokens: int | None = 128
+    batch_size: int = 4
+    grad_accum: int = 1
+    epochs: float = 1.0
+    max_steps: int | None = None
+    encoder_lr: float = 3e-5
+    head_lr: float = 1e-4
+    scale_lr: float = 1e-2
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    loss: str = "bce"
+    focal_alpha: float = 0.5
+    focal_gamma: float = 2.0
+    train_bias: bool = True
+    logit_scale: float = 20.0
+    precision: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+    save_every: int | None = None
+    keep_checkpoints: int = 2
+    resume: bool = False
+    max_train_queries: int | None = None
+    show_progress: bool = True
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def group_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str = "bce", alpha: float = 0.5,
+               gamma: float = 2.0) -> torch.Tensor:
+    """Mean multi-label loss over the real labels (`logits` and `targets` are flat, same length)."""
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(logits, targets)
+    if kind == "focal":
+        p = torch.sigmoid(logits)
+        ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        p_t = p * targets + (1 - p) * (1 - targets)
+        loss = ce * (1 - p_t) ** gamma
+        if alpha >= 0:
+            loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+        return loss.mean()
+    raise ValueError(f"loss={kind!r}: choose 'bce' or 'focal'")
+
+
+def _param_groups(model: GLiClassUniEncoder, bias: torch.nn.Parameter | None, args: TrainArgs) -> list[dict]:
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    enc_decay, enc_plain, head = [], [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad or name == "logit_scale":
+            continue
+        if name.startswith("encoder_model."):
+            (enc_plain if any(k in name for k in no_decay) else enc_decay).append(param)
+        else:
+            head.append(param)
+    groups = [
+        {"params": enc_decay, "lr": args.encoder_lr, "weight_decay": args.weight_decay, "name": "encoder"},
+        {"params": enc_plain, "lr": args.encoder_lr, "weight_decay": 0.0, "name": "encoder_no_decay"},
+        {"params": head, "lr": args.head_lr, "weight_decay": 0.0, "name": "heads"},
+        {"params": [model.logit_scale] + ([bias] if bias is not None else []), "lr": args.scale_lr,
+         "weight_decay": 0.0, "name": "scale_bias"},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def _autocast(device: torch.device, precision: str):
+    if device.type != "cuda":
+        if precision not in ("auto", "fp32", "float32"):
+            logger.warning("precision=%s needs a GPU: training in float32", precision)
+        return None, None
+    if precision in ("auto", "bf16", "bfloat16"):
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    elif precision in ("fp16", "float16"):
+        dtype = torch.float16
+    else:
+        return None, None
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    return dtype, scaler
+
+
+def _latest_checkpoint(output_dir: Path) -> Path | None:
+    found = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    found = [p for p in found if (p / TRAINING_STATE).is_file()]
+    return found[-1] if found else None
+
+
+def epoch_groups(examples: Sequence[TrainExample], args: TrainArgs, retrieval: bool, epoch: int) -> list:
+    """The groups of one epoch, drawn from a RNG seeded by (seed, epoch): a resumed run, or another model
+    trained on the same budget (benchmarks), sees exactly the same groups in the same order."""
+    rng = random.Random(args.seed * 1_000_003 + epoch)
+    return make_groups(examples, args.group_size, rng, args.max_positives, retrieval)
+
+
+def micro_batches(examples: Sequence[TrainExample], args: TrainArgs, retrieval: bool = True,
+                  start_step: int = 0) -> Iterable[list]:
+    """Micro-batches of `args.batch_size` groups, endlessly over epochs, skipping the first `start_step` steps."""
+    skip = start_step * args.batch_size * args.grad_accum
+    epoch = 0
+    while True:
+        groups = epoch_groups(examples, args, retrieval, epoch)
+        if skip >= len(groups):
+            skip -= len(groups)
+            epoch += 1
+            continue
+        groups = groups[skip:]
+        skip = 0
+        for start in range(0, len(groups), args.batch_size):
+            yield groups[start : start + args.batch_size]
+        epoch += 1
+
+
+class Trainer:
+    """Trains a GLiClass model on groups; `run()` returns a summary dictionary.
+
+    Args:
+        args: the run's knobs.
+        examples: training examples (see `TrainExample`); `retrieval` says how groups are drawn from them.
+        model, tokenizer: optional ready model (else built from `args.init`).
+        step_callback: called as `callback(step, loss)` after each optimizer step (benchmarks, logging).
+    """
+
+    def __init__(self, args: TrainArgs, examples: Sequence[TrainExample], retrieval: bool = True,
+                 model: GLiClassUniEncoder | None = None, tokenizer=None, step_callback=None) -> None:
+        self.args = args
+        self.examples = list(examples)
+        if not self.examples:
+            raise ValueError("no training examples")
+        self.retrieval = retrieval
+        seed_everything(args.seed)
+        if model is None:
+            model, tokenizer, _ = load_for_training(args.init, logit_scale=args.logit_scale)
+        self.model, self.tokenizer = model, tokenizer
+        self.device = resolve_device(args.device)
+        self.model.to(self.device).train()
+        if args.mode == "nli":
+            # NLI: the GLiClass text is the premise (a passage), the labels are hypotheses (query-sized).
+            self.collator = GroupCollator(tokenizer, model.config, args.max_length,
+                                          args.max_passage_tokens or args.max_length, args.max_query_tokens,
+                                          args.passages_per_pass)
+        else:
+            self.collator = GroupCollator(tokenizer, model.config, args.max_length, args.max_query_tokens,
+                                          args.max_passage_tokens, args.passages_per_pass)
+        self.bias = torch.nn.Parameter(torch.zeros((), device=self.device)) if args.train_bias else None
+        self.step_callback = step_callback
+        self.history: list[dict] = []
+
+    def _epoch_groups(self, epoch: int) -> list:
+        return epoch_groups(self.examples, self.args, self.retrieval, epoch)
+
+    def total_steps(self) -> int:
+        per_epoch = math.ceil(len(self._epoch_groups(0)) / self.args.batch_size / self.args.grad_accum)
+        if self.args.max_steps:
+            return self.args.max_steps
+        return max(1, math.ceil(per_epoch * self.args.epochs))
+
+    def micro_batches(self, start_step: int = 0) -> Iterable[list]:
+        """Micro-batches of groups, endlessly over epochs, skipping those of the first `start_step` steps."""
+        return micro_batches(self.examples, self.args, self.retrieval, start_step)
+
+    def forward_loss(self, groups) -> torch.Tensor:
+        batch, targets = self.collator(groups)
+        batch = batch.to(self.device)
+        logits = self.model(batch)[batch.label_mask]
+        if self.bias is not None:
+            logits = logits + self.bias
+        return group_loss(logits.float(), targets.to(self.device), self.args.loss, self.args.focal_alpha,
+                          self.args.focal_gamma)
+
+    def run(self) -> dict:
+        from tqdm.auto import tqdm
+        from transformers import get_linear_schedule_with_warmup
+
+        args = self.args
+        out = Path(args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        total = self.total_steps()
+        optimizer = torch.optim.AdamW(_param_groups(self.model, self.bias, args))
+        scheduler = get_linear_schedule_with_warmup(optimizer, round(args.warmup_ratio * total), total)
+        amp_dtype, scaler = _autocast(self.device, args.precision)
+        step = 0
+        if args.resume:
+            checkpoint = _latest_checkpoint(out)
+            if checkpoint is not None:
+                step = self._load_state(checkpoint, optimizer, scheduler, scaler)
+                logger.info("resumed from %s (step %d)", checkpoint, step)
+        (out / TRAIN_ARGS).write_text(json.dumps(asdict(args), indent=2), encoding="utf-8")
+        if self.bias is not None and step == 0:
+            self._init_bias()
+        bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not args.show_progress)
+        batches = self.micro_batches(step)
+        started = time.perf_counter()
+        ema = None
+        self.model.train()
+        while step < total:
+            optimizer.zero_grad(set_to_none=True)
+            step_loss = 0.0
+            for _ in range(args.grad_accum):
+                groups = next(batches)
+                if amp_dtype is not None:
+                    with torch.autocast("cuda", dtype=amp_dtype):
+                        loss = self.forward_loss(groups)
+                else:
+                    loss = self.forward_loss(groups)
+                loss = loss / args.grad_accum
+                (scaler.scale(loss) if scaler else loss).backward()
+                step_loss += float(loss.detach())
+            if scaler:
+                scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], args.max_grad_norm)
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            scheduler.step()
+            step += 1
+            ema = step_loss if ema is None else 0.9 * ema + 0.1 * step_loss
+            self.history.append({"step": step, "loss": step_loss})
+            bar.set_postfix(loss=f"{step_loss:.4f}", avg=f"{ema:.4f}", scale=f"{float(self.model.logit_scale.detach()):.2f}")
+            bar.update(1)
+            if self.step_callback is not None:
+                self.step_callback(step, step_loss)
+            if args.save_every and step % args.save_every == 0 and step < total:
+                self._save_state(out / f"checkpoint-{step}", step, optimizer, scheduler, scaler)
+        bar.close()
+        self.model.eval()
+        save_pretrained(self.model, self.tokenizer, out)
+        summary = {
+            "steps": step, "seconds": round(time.perf_counter() - started, 1),
+            "first_loss": self.history[0]["loss"] if self.history else None,
+            "last_loss": self.history[-1]["loss"] if self.history else None,
+            "logit_scale": float(self.model.logit_scale.detach()), "train_bias": float(self.bias.detach()) if self.bias is not None else None,
+            "examples": len(self.examples),
+        }
+        (out / "train_summary.json").write_text(json.dumps({"summary": summary, "history": self.history}, indent=1),
+                                                encoding="utf-8")
+        return summary
+
+    def _init_bias(self) -> None:
+        """Start the training bias where the untrained logits sit: -mean(logit) + logit(base rate).
+
+        With a cosine scale of ~20 every untrained logit is large and positive (encoder spans are anisotropic:
+        cosines of 0.6-0.9); starting the bias at 0 would spend hundreds of steps only moving it.
+        """
+        groups = self._epoch_groups(0)[: max(self.args.batch_size, 8)]
+        self.model.eval()
+        with torch.no_grad():
+            batch, targets = self.collator(groups)
+            batch = batch.to(self.device)
+            logits = self.model(batch)[batch.label_mask].float()
+        self.model.train()
+        rate = float(targets.mean().clamp(0.02, 0.98))
+        with torch.no_grad():
+            self.bias.fill_(-float(logits.mean()) + math.log(rate / (1 - rate)))
+
+    def _save_state(self, folder: Path, step: int, optimizer, scheduler, scaler) -> None:
+        save_pretrained(self.model, self.tokenizer, folder)
+        state = {
+            "step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler else None,
+            "bias": self.bias.detach().cpu() if self.bias is not None else None,
+            "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+            "history": self.history,
+        }
+        torch.save(state, folder / TRAINING_STATE)
+        old = sorted(folder.parent.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+        for stale in old[: max(0, len(old) - self.args.keep_checkpoints)]:
+            for f in stale.iterdir():
+                f.unlink()
+            stale.rmdir()
+
+    def _load_state(self, folder: Path, optimizer, scheduler, scaler) -> int:
+        from .loading import load_state_dict
+
+        self.model.load_state_dict(load_state_dict(folder), strict=True)
+        self.model.to(self.device).train()
+        state = torch.load(folder / TRAINING_STATE, map_location="cpu", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        if self.bias is not None and state.get("bias") is not None:
+            with torch.no_grad():
+                self.bias.copy_(state["bias"].to(self.device))
+        random.setstate(state["rng"]["python"])
+        np.random.set_state(state["rng"]["numpy"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.history = list(state.get("history") or [])
+        return int(state["step"])
+
+
+def load_examples(args: TrainArgs) -> tuple[list[TrainExample], bool]:
+    """The examples of every `args.train` source, and whether they are retrieval data (hard-negative groups)."""
+    examples: list[TrainExample] = []
+    retrieval = True
+    for source in args.train:
+        if Path(source).is_dir():
+            examples += examples_from_beir(source, args.split, args.negatives, args.bm25_depth,
+                                           args.max_train_queries, show_progress=args.show_progress)
+        else:
+            loaded = examples_from_jsonl(source, args.mode)
+            from .evaluation.data import read_jsonl
+
+            first = next(iter(read_jsonl(source)), {})
+            if "query" not in first:
+                retrieval = False  # classification / NLI: every label of every example, in groups
+            examples += loaded[: args.max_train_queries] if args.max_train_queries else loaded
+    return examples, retrieval
+
+
+def train(args: TrainArgs, step_callback=None) -> dict:
+    """Load the data, build or load the model, train, save to `args.output_dir`; returns the summary."""
+    examples, retrieval = load_examples(args)
+    return Trainer(args, examples, retrieval=retrieval, step_callback=step_callback).run()
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `gliclass-rerank train`."""
+    d = TrainArgs(init="", output_dir="")
+    parser.add_argument("--init", required=True, help="GLiClass checkpoint, or a plain encoder folder to start from")
+    parser.add_argument("--train", action="append", required=True,
+                        help="BEIR folder (qrels split --split, BM25 hard negatives) or JSONL: {query, positives, "
+                        "negatives}, {text, all_labels, true_labels} or {premise, hypothesis, label} (repeatable)")
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--split", default=d.split)
+    parser.add_argument("--mode", choices=("listwise", "nli"), default=d.mode)
+    parser.add_argument("--passages-per-pass", type=int, default=d.passages_per_pass,
+                        help="labels packed per sequence (as at inference)")
+    parser.add_argument("--group-size", type=int, default=d.group_size,
+                        help="labels drawn per text per step (positives + negatives)")
+    parser.add_argument("--max-positives", type=int, default=d.max_positives, help="positives per group (retrieval)")
+    parser.add_argument("--negatives", type=int, default=d.negatives, help="hard negatives kept per query (BEIR)")
+    parser.add_argument("--bm25-depth", type=int, default=d.bm25_depth)
+    parser.add_argument("--max-length", type=int, default=d.max_length)
+    parser.add_argument("--max-query-tokens", type=int, default=d.max_query_tokens)
+    parser.add_argument("--max-passage-tokens", type=int, default=d.max_passage_tokens)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="groups per micro-batch")
+    parser.add_argument("--grad-accum", type=int, default=d.grad_accum)
+    parser.add_argument("--epochs", type=float, default=d.epochs)
+    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--encoder-lr", type=float, default=d.encoder_lr)
+    parser.add_argument("--head-lr", type=float, default=d.head_lr)
+    parser.add_argument("--scale-lr", type=float, default=d.scale_lr)
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    parser.add_argument("--warmup-ratio", type=float, default=d.warmup_ratio)
+    parser.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm)
+    parser.add_argument("--loss", choices=("bce", "focal"), default=d.loss)
+    parser.add_argument("--focal-alpha", type=float, default=d.focal_alpha)
+    parser.add_argument("--focal-gamma", type=float, default=d.focal_gamma)
+    parser.add_argument("--no-train-bias", action="store_true", help="no training-only logit bias")
+    parser.add_argument("--logit-scale", type=float, default=d.logit_scale, help="initial scale (new models)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=d.precision)
+    parser.add_argument("--device", default=d.device)
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output-dir")
+    parser.add_argument("--max-train-queries", type=int, default=None)
+    parser.add_argument("--quiet", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`gliclass-rerank train`."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    train_args = TrainArgs(
+        init=args.init, output_dir=args.output_dir, train=list(args.train), split=args.split, mode=args.mode,
+        passages_per_pass=args.passages_per_pass, group_size=args.group_size, max_positives=args.max_positives, negatives=args.negatives,
+        bm25_depth=args.bm25_depth, max_length=args.max_length, max_query_tokens=args.max_query_tokens,
+        max_passage_tokens=args.max_passage_tokens, batch_size=args.batch_size, grad_accum=args.grad_accum,
+        epochs=args.epochs, max_steps=args.max_steps, encoder_lr=args.encoder_lr, head_lr=args.head_lr,
+        scale_lr=args.scale_lr, weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
+        max_grad_norm=args.max_grad_norm, loss=args.loss, focal_alpha=args.focal_alpha,
+        focal_gamma=args.focal_gamma, train_bias=not args.no_train_bias, logit_scale=args.logit_scale,
+        precision=args.precision, device=args.device, seed=args.seed, save_every=args.save_every,
+        resume=args.resume, max_train_queries=args.max_train_queries, show_progress=not args.quiet,
+    )
+    summary = train(train_args)
+    print(json.dumps(summary))
+    return 0

