@@ -4,18 +4,43 @@ Starts each server configuration as a subprocess, drives it with N concurrent cl
 fixed number of requests (with a time cap), and prints throughput, latency percentiles, errors and
 the server's peak memory (the whole process tree, sampled from /proc).
 
-Scenarios: ``real20`` = 1 query x 20 passages of real text (~60 words each);
-``short100`` = 1 query x 100 one-sentence passages.
+Scenarios (real text read from ``--data-root``, default ``../shared/data`` next to the repo; never copied
+into it; loaded lazily, once; payloads are a pure function of ``--seed``):
+- ``real20``: 1 SciFact test claim (``beir_scifact/queries.jsonl``, ids from ``qrels/test.tsv``) x 20
+  SciFact abstracts (title + text, cut to the first 200 words). ``--real20-pool bm25`` (default): the
+  claim's BM25 top 20 over the whole corpus (bm25s, the package's evaluation first stage; falls back to
+  ``random`` when bm25s is not installed); ``random``: the claim's judged-relevant abstracts plus random
+  corpus abstracts, shuffled.
+- ``short100``: 1 TrecQA question (``trecqa/train.jsonl`` + ``dev.jsonl``) x 100 one-sentence candidate
+  answers: the question's own candidates, filled up to 100 with candidates drawn at random from the other
+  questions, shuffled.
+
 Servers: ``batch`` (cross-request batching on), ``nobatch`` (off), ``ray2`` (Ray Serve, two
-replicas, needs ``ray[serve]``).
+replicas, needs ``ray[serve]``), ``infinity`` (infinity-emb serving a sentence-transformers
+CrossEncoder on the SAME backbone as the GLiClass checkpoint: needs ``--infinity-python``; see below).
+Our servers are loaded through ``--api`` (default Cohere ``/v2/rerank``); infinity through its
+Cohere-style ``POST /rerank`` ({model, query, documents, return_documents}). Each server uses torch's
+default CPU threads, float32.
 
-    python benchmarks/serve_load.py                           # tiny random checkpoint, all servers
-    python benchmarks/serve_load.py --model DIR --servers batch nobatch --requests 300
-    python benchmarks/serve_load.py --soak 600 --rate 5       # 10-minute soak at 5 req/s
+    python benchmarks/serve_load.py                           # tiny random checkpoint, batch/nobatch/ray2
+    python benchmarks/serve_load.py --model DIR --servers batch nobatch ray2 --requests 300
+    python benchmarks/serve_load.py --soak 600 --rate 5       # 10-minute soak at 5 req/s (real20, batch)
     python benchmarks/serve_load.py --burst 200               # queue-bound burst: 429s, accepted all done
+    python benchmarks/serve_load.py --url http://127.0.0.1:8000 --api tei   # an already running server
 
-infinity-emb comparison: not built in (it needs its own virtualenv with transformers 4.x); point
-``--url`` at any Cohere-compatible server to load it with the same clients.
+infinity-emb comparison. infinity-emb pins transformers 4.x / sentence-transformers 3.x, so it lives in
+its own virtualenv:
+
+    python -m venv /tmp/infinity-venv
+    /tmp/infinity-venv/bin/pip install torch==2.13.0 "infinity-emb[server,torch]"
+    python benchmarks/make_ce_folder.py DIR /tmp/ce-folder    # random-weight CrossEncoder, DIR's backbone
+    python benchmarks/serve_load.py --model DIR --servers batch nobatch infinity \\
+        --infinity-python /tmp/infinity-venv/bin/python --infinity-model /tmp/ce-folder
+
+Without ``--infinity-model`` the CrossEncoder folder is built from ``--model`` into a temporary folder.
+infinity runs ``v2 --engine torch --device cpu --dtype float32 --no-compile --no-vector-disk-cache``
+(its default ``--batch-size 32``; add flags with ``--infinity-args``) with telemetry off and the Hugging
+Face Hub offline.
 """
 
 from __future__ import annotations
@@ -26,6 +51,7 @@ import json
 import os
 import platform
 import random
+import shlex
 import signal
 import socket
 import statistics
@@ -37,44 +63,126 @@ from pathlib import Path
 
 import httpx
 
-SENTENCES = [
-    "Rain forms when water vapour condenses into droplets that grow until they are too heavy to stay aloft.",
-    "The central bank raised interest rates by a quarter point to slow inflation.",
-    "Photosynthesis converts light energy into chemical energy stored in glucose.",
-    "The Treaty of Westphalia ended the Thirty Years' War in 1648.",
-    "A hash table offers average constant-time lookups by mapping keys to buckets.",
-    "Volcanic eruptions can inject sulphur dioxide into the stratosphere and cool the climate.",
-    "The marathon distance was standardised at 42.195 kilometres in 1921.",
-    "Antibiotics do not work against viruses because viruses lack the structures they target.",
-    "Clouds are visible masses of liquid droplets or frozen crystals suspended in the atmosphere.",
-    "Sourdough bread rises thanks to wild yeast and lactic acid bacteria.",
-    "The Great Barrier Reef is the world's largest coral reef system.",
-    "Transformers process all tokens of a sequence in parallel using self-attention.",
-    "Monsoon rains are driven by seasonal reversals of wind between land and sea.",
-    "The Rosetta Stone made it possible to decipher Egyptian hieroglyphs.",
-    "Compound interest grows savings because interest is earned on earlier interest.",
-    "Hail forms in strong thunderstorm updrafts that carry raindrops into freezing air.",
-    "Honeybees communicate the location of flowers with a waggle dance.",
-    "The speed of light in vacuum is about 299,792 kilometres per second.",
-    "Orographic lift forces moist air up mountain slopes, where it cools and drops rain.",
-    "Chess engines evaluate millions of positions per second with alpha-beta search.",
-]
-QUERIES = ["why does it rain?", "how do clouds produce precipitation?", "what causes hail?",
-           "how do interest rates affect inflation?", "how do transformers work?"]
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+DATA_ROOT = HERE.parent.parent / "shared" / "data"  # ../shared/data relative to the repo
+REAL20_DOCS, REAL20_WORDS, SHORT100_DOCS = 20, 200, 100
 
 
-def real20(rng: random.Random) -> tuple[str, list[str]]:
-    docs = []
-    for _ in range(20):
-        docs.append(" ".join(rng.sample(SENTENCES, 3)))  # ~60 words
-    return rng.choice(QUERIES), docs
+# ------------------------------------------------------------------------------------------ data
+class TextData:
+    """Real text for the scenarios, read from `root` on first use and kept (one load per process)."""
+
+    def __init__(self, root: str | Path = DATA_ROOT, real20_pool: str = "bm25"):
+        self.root = Path(root)
+        self.real20_pool = real20_pool  # becomes "random" if bm25 is asked for and bm25s is missing
+        self._scifact: tuple | None = None
+        self._trecqa: tuple | None = None
+
+    def _need(self, path: Path) -> Path:
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: point --data-root at the shared data folder "
+                                    f"(see its README.md)")
+        return path
+
+    def scifact(self) -> tuple[list[str], dict[str, str], dict[str, list[str]], list[str]]:
+        """(test claims, doc id -> text cut to 200 words, claim id -> its 20 doc ids or [], all doc ids)."""
+        if self._scifact is None:
+            from gliclass_rerank.evaluation.data import load_beir
+
+            data = load_beir(self._need(self.root / "beir_scifact"), split="test")
+            docs = {d: " ".join(data.doc_text(d).split()[:REAL20_WORDS]) for d in sorted(data.corpus)}
+            qids = sorted(data.queries)
+            lists: dict[str, list[str]] = {}
+            if self.real20_pool == "bm25":
+                try:
+                    from gliclass_rerank.evaluation.bm25 import bm25_run
+
+                    run = bm25_run(data, top_k=REAL20_DOCS, show_progress=False)
+                    lists = {q: sorted(run[q], key=lambda d: (-run[q][d], d)) for q in qids}
+                except ImportError:
+                    print("# real20: bm25s not installed (pip install bm25s): random corpus docs instead",
+                          flush=True)
+                    self.real20_pool = "random"
+            if self.real20_pool == "random":
+                lists = {q: sorted(d for d, g in data.qrels.get(q, {}).items() if g > 0) for q in qids}
+            self._scifact = ([(q, data.queries[q]) for q in qids], docs, lists, sorted(docs))
+        return self._scifact
+
+    def trecqa(self) -> tuple[list[tuple[str, list[str]]], list[str]]:
+        """([(question, its distinct candidate sentences)], every candidate sentence of every question)."""
+        if self._trecqa is None:
+            questions, pool = [], []
+            for split in ("train", "dev"):
+                with open(self._need(self.root / "trecqa" / f"{split}.jsonl"), encoding="utf-8") as f:
+                    for line in f:
+                        row = json.loads(line)
+                        cands = list(dict.fromkeys(c["text"] for c in row["candidates"]))
+                        questions.append((row["query"], cands))
+                        pool.extend(cands)
+            self._trecqa = (questions, pool)
+        return self._trecqa
+
+    def describe(self, scenario: str) -> str:
+        if scenario == "real20":
+            claims, docs, _, _ = self.scifact()
+            words = statistics.mean(len(t.split()) for t in docs.values())
+            how = ("BM25 top 20 (bm25s over title+text)" if self.real20_pool == "bm25"
+                   else "judged-relevant + random corpus docs")
+            return (f"real20: {len(claims)} SciFact test claims x 20 abstracts ({how}; title+text cut to "
+                    f"{REAL20_WORDS} words, corpus mean {words:.0f} words)")
+        questions, pool = self.trecqa()
+        return (f"short100: {len(questions)} TrecQA questions x 100 sentences (own candidates, filled from a "
+                f"pool of {len(pool)}; mean {statistics.mean(len(t.split()) for t in pool):.0f} words)")
 
 
-def short100(rng: random.Random) -> tuple[str, list[str]]:
-    return rng.choice(QUERIES), [rng.choice(SENTENCES) for _ in range(100)]
+def real20(rng: random.Random, data: TextData) -> tuple[str, list[str]]:
+    claims, docs, lists, all_ids = data.scifact()
+    qid, query = rng.choice(claims)
+    ids = list(lists[qid])[:REAL20_DOCS]
+    if len(ids) < REAL20_DOCS:  # random pool (or a short BM25 list): fill with random distinct docs
+        have = set(ids)
+        while len(ids) < REAL20_DOCS:
+            d = rng.choice(all_ids)
+            if d not in have:
+                have.add(d)
+                ids.append(d)
+        rng.shuffle(ids)
+    return query, [docs[d] for d in ids]
+
+
+def short100(rng: random.Random, data: TextData) -> tuple[str, list[str]]:
+    questions, pool = data.trecqa()
+    query, own = rng.choice(questions)
+    texts = own[:SHORT100_DOCS]
+    have = set(texts)
+    while len(texts) < SHORT100_DOCS:  # pool candidates across questions
+        t = rng.choice(pool)
+        if t not in have:
+            have.add(t)
+            texts.append(t)
+    rng.shuffle(texts)  # the files list positives first
+    return query, texts
 
 
 SCENARIOS = {"real20": real20, "short100": short100}
+
+
+# ------------------------------------------------------------------------------------------- APIs
+def _cohere_count(body) -> int:
+    return len(body["results"])
+
+
+# api -> (path, body(query, docs), number of results in a 200 response)
+APIS = {
+    "v2": ("/v2/rerank", lambda q, d: {"model": "m", "query": q, "documents": d}, _cohere_count),
+    "v1": ("/v1/rerank", lambda q, d: {"query": q, "documents": d}, _cohere_count),
+    "tei": ("/rerank", lambda q, d: {"query": q, "texts": d}, len),
+    "infinity": ("/rerank", lambda q, d: {"model": "m", "query": q, "documents": d, "return_documents": False},
+                 _cohere_count),
+}
 
 
 # ------------------------------------------------------------------------------------- processes
@@ -118,34 +226,60 @@ def tree_rss_bytes(pid: int) -> int:
     return total
 
 
+def gliclass_command(model: str, kind: str, port: int, extra: list[str]) -> list[str]:
+    cmd = [sys.executable, "-m", "gliclass_rerank.server.cli", "--model", model, "--device", "cpu",
+           "--dtype", "float32", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+           "--max-queue-tokens", "10000000", "--max-queue-requests", "100000", *extra]
+    if kind == "nobatch":
+        cmd.append("--no-batching")
+    if kind == "ray2":
+        cmd += ["--ray", "--replicas", "2", "--num-cpus", "1"]
+    return cmd
+
+
+def infinity_command(python: str, model_dir: str, port: int, extra: list[str]) -> list[str]:
+    """infinity-emb 0.0.7x `v2` CLI (flags checked with `-m infinity_emb.cli v2 --help`)."""
+    return [python, "-m", "infinity_emb.cli", "v2", "--model-id", model_dir, "--host", "127.0.0.1",
+            "--port", str(port), "--engine", "torch", "--device", "cpu", "--dtype", "float32",
+            "--no-compile", "--no-vector-disk-cache", "--log-level", "warning", *extra]
+
+
+INFINITY_ENV = {"DO_NOT_TRACK": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0", "HF_HUB_OFFLINE": "1",
+                "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+
+
 class ServerProcess:
-    def __init__(self, model: str, kind: str, extra: list[str]):
+    """A server subprocess on a free loopback port; its stderr goes to a temporary file (never a pipe
+    that nobody reads, which would block a chatty server)."""
+
+    def __init__(self, kind: str, api: str, command, env: dict[str, str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "gliclass_rerank.server.cli", "--model", model, "--device", "cpu",
-               "--dtype", "float32", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
-               "--max-queue-tokens", "10000000", "--max-queue-requests", "100000", *extra]
-        if kind == "nobatch":
-            cmd.append("--no-batching")
-        if kind == "ray2":
-            cmd += ["--ray", "--replicas", "2", "--num-cpus", "1"]
-        self.kind = kind
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                     start_new_session=True)
+        self.kind, self.api = kind, api
+        self.cmd = command(self.port)
+        self.log = tempfile.TemporaryFile(mode="w+", prefix=f"serve_load_{kind}_")
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=self.log, text=True,
+                                     start_new_session=True, env={**os.environ, **(env or {})})
         self.peak_rss = 0
+
+    def log_tail(self, n: int = 3000) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()[-n:]
 
     def wait_ready(self, timeout: float = 300) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.kind} server exited: {self.proc.stderr.read()[-3000:]}")
+                raise RuntimeError(f"{self.kind} server exited ({self.proc.returncode}); command: "
+                                   f"{shlex.join(self.cmd)}\n{self.log_tail()}")
             try:
                 if httpx.get(self.url + "/health", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        raise RuntimeError(f"{self.kind} server not ready after {timeout}s")
+        raise RuntimeError(f"{self.kind} server not ready after {timeout}s\n{self.log_tail()}")
 
     def sample_rss(self) -> None:
         self.peak_rss = max(self.peak_rss, tree_rss_bytes(self.proc.pid))
@@ -166,14 +300,17 @@ class ServerProcess:
                 os.kill(p, signal.SIGKILL)
             except OSError:
                 pass
+        self.log.close()
 
 
 # ------------------------------------------------------------------------------------------ load
 async def run_load(url: str, scenario: str, requests: int, concurrency: int, time_cap: float, seed: int,
-                   sampler=None, rate: float | None = None, api_key: str | None = None) -> dict:
+                   data: TextData, api: str = "v2", sampler=None, rate: float | None = None,
+                   api_key: str | None = None) -> dict:
     rng = random.Random(seed)
     make = SCENARIOS[scenario]
-    payloads = [make(rng) for _ in range(requests)]
+    payloads = [make(rng, data) for _ in range(requests)]  # built (and the data loaded) before the clock
+    path, body, count = APIS[api]
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     next_i = 0
@@ -194,10 +331,9 @@ async def run_load(url: str, scenario: str, requests: int, concurrency: int, tim
             q, docs = payloads[i]
             t0 = time.perf_counter()
             try:
-                r = await client.post("/v2/rerank", json={"model": "m", "query": q, "documents": docs},
-                                      headers=headers)
+                r = await client.post(path, json=body(q, docs), headers=headers)
                 key = str(r.status_code)
-                if r.status_code == 200 and len(r.json()["results"]) != len(docs):
+                if r.status_code == 200 and count(r.json()) != len(docs):
                     key = "bad-body"
             except httpx.HTTPError as e:
                 key = type(e).__name__
@@ -223,34 +359,64 @@ async def run_load(url: str, scenario: str, requests: int, concurrency: int, tim
         return round(lat[min(len(lat) - 1, int(p / 100 * len(lat)))] * 1000, 1) if lat else None
 
     ok = statuses.get("200", 0)
-    return {"scenario": scenario, "sent": sum(statuses.values()), "ok": ok,
+    return {"scenario": scenario, "api": api, "sent": sum(statuses.values()), "ok": ok,
             "errors": sum(v for k, v in statuses.items() if k != "200"), "statuses": statuses,
             "wall_s": round(wall, 2), "throughput_rps": round(ok / wall, 2) if wall else 0,
+            "docs_per_s": round(ok * len(payloads[0][1]) / wall, 1) if wall and payloads else 0,
             "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99),
             "mean_ms": round(statistics.mean(lat) * 1000, 1) if lat else None}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None, help="checkpoint folder (default: a tiny random checkpoint)")
-    ap.add_argument("--servers", nargs="+", default=["batch", "nobatch", "ray2"],
-                    choices=["batch", "nobatch", "ray2"])
-    ap.add_argument("--scenarios", nargs="+", default=["real20", "short100"], choices=list(SCENARIOS))
-    ap.add_argument("--requests", type=int, default=160, help="requests per (server, scenario)")
-    ap.add_argument("--concurrency", type=int, default=32)
-    ap.add_argument("--time-cap", type=float, default=90.0, help="seconds per (server, scenario)")
-    ap.add_argument("--warmup", type=int, default=8)
-    ap.add_argument("--url", default=None, help="load an already running server instead (no RSS)")
-    ap.add_argument("--soak", type=float, default=0.0, help="soak for this many seconds at --rate (batch server)")
-    ap.add_argument("--rate", type=float, default=5.0, help="requests per second during --soak")
+    ap.add_argument("--model", default=None,
+                    help="GLiClass checkpoint folder (default: a tiny random checkpoint built in a temp folder)")
+    ap.add_argument("--servers", nargs="+", default=None, choices=["batch", "nobatch", "ray2", "infinity"],
+                    help="server configurations to start, in order (default: batch nobatch ray2, plus "
+                         "infinity when --infinity-python is given)")
+    ap.add_argument("--scenarios", nargs="+", default=["real20", "short100"], choices=list(SCENARIOS),
+                    help="workloads (default: both)")
+    ap.add_argument("--requests", type=int, default=160, help="requests per (server, scenario) (default 160)")
+    ap.add_argument("--concurrency", type=int, default=32, help="concurrent clients (default 32)")
+    ap.add_argument("--time-cap", type=float, default=90.0,
+                    help="seconds per (server, scenario); clients stop sending after it (default 90)")
+    ap.add_argument("--warmup", type=int, default=8,
+                    help="untimed requests per (server, scenario) before the timed run (default 8)")
+    ap.add_argument("--data-root", default=str(DATA_ROOT),
+                    help="folder with beir_scifact/ and trecqa/ (default: the repo's ../shared/data)")
+    ap.add_argument("--real20-pool", default="bm25", choices=["bm25", "random"],
+                    help="real20 passages: the claim's BM25 top 20 (default; needs bm25s, else falls back to "
+                         "random) or its judged-relevant abstracts plus random ones")
+    ap.add_argument("--api", default="v2", choices=["v2", "v1", "tei", "infinity"],
+                    help="request shape for our servers and --url: Cohere /v2/rerank (default), /v1/rerank, "
+                         "TEI /rerank, or infinity's /rerank (the infinity server kind always uses infinity)")
+    ap.add_argument("--url", default=None, help="load an already running server instead (no RSS); see --api")
+    ap.add_argument("--infinity-python", default=None,
+                    help="python of a virtualenv with infinity-emb[server,torch]: adds the 'infinity' server")
+    ap.add_argument("--infinity-model", default=None,
+                    help="sentence-transformers CrossEncoder folder for infinity (default: a random-weight one "
+                         "on --model's backbone, built by benchmarks/make_ce_folder.py into a temp folder)")
+    ap.add_argument("--infinity-args", default="",
+                    help="extra flags for `infinity_emb.cli v2`, one shell-quoted string, e.g. "
+                         "\"--batch-size 64\"")
+    ap.add_argument("--soak", type=float, default=0.0,
+                    help="soak for this many seconds at --rate (real20, batch server; reports RSS drift)")
+    ap.add_argument("--rate", type=float, default=5.0, help="requests per second during --soak (default 5)")
     ap.add_argument("--burst", type=int, default=0, help="send this many requests at once to a server with a "
                                                        "small queue bound; report 429s and completions")
     ap.add_argument("--json", default=None, help="also write the results here")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="payload seed: the same seed sends the same requests")
     args = ap.parse_args()
 
+    servers = args.servers or (["batch", "nobatch", "ray2"] + (["infinity"] if args.infinity_python else []))
+    if "infinity" in servers and not args.infinity_python:
+        ap.error("the infinity server needs --infinity-python (a virtualenv with infinity-emb[server,torch])")
+    data = TextData(args.data_root, args.real20_pool)
+
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}  {platform.platform()}  cpus={os.cpu_count()}  "
-          f"python={platform.python_version()}", flush=True)
+          f"python={platform.python_version()}  seed={args.seed}", flush=True)
+    for sc in (["real20"] if args.soak else ["short100"] if args.burst else args.scenarios):
+        print(f"# {data.describe(sc)}", flush=True)  # loads the data (once) before any server starts
     model = args.model
     if model is None and args.url is None:
         from gliclass_rerank.testing import tiny_checkpoint
@@ -259,14 +425,19 @@ def main() -> int:
         print(f"# model: tiny random checkpoint at {model}", flush=True)
     results = []
 
+    def record(r: dict) -> None:
+        r["real20_pool"] = data.real20_pool if r["scenario"] == "real20" else None
+        results.append(r)
+        print(json.dumps(r), flush=True)
+
     if args.url:
         for sc in args.scenarios:
-            r = asyncio.run(run_load(args.url, sc, args.requests, args.concurrency, args.time_cap, args.seed))
+            r = asyncio.run(run_load(args.url, sc, args.requests, args.concurrency, args.time_cap, args.seed,
+                                     data, api=args.api))
             r["server"] = args.url
-            results.append(r)
-            print(json.dumps(r), flush=True)
+            record(r)
     elif args.soak:
-        srv = ServerProcess(model, "batch", [])
+        srv = ServerProcess("batch", args.api, lambda port: gliclass_command(model, "batch", port, []))
         try:
             srv.wait_ready()
             rss = []
@@ -276,62 +447,75 @@ def main() -> int:
                 rss.append((round(time.time()), tree_rss_bytes(srv.proc.pid)))
 
             n = int(args.soak * args.rate)
-            r = asyncio.run(run_load(srv.url, "real20", n, args.concurrency, args.soak + 120, args.seed,
-                                     sampler=sampler, rate=args.rate))
+            r = asyncio.run(run_load(srv.url, "real20", n, args.concurrency, args.soak + 120, args.seed, data,
+                                     api=args.api, sampler=sampler, rate=args.rate))
             q = max(1, len(rss) // 10)
             r.update(server="batch-soak", rate=args.rate, peak_rss_mb=round(srv.peak_rss / 2**20, 1),
                      rss_mb_first_tenth=round(statistics.mean(v for _, v in rss[:q]) / 2**20, 1),
                      rss_mb_last_tenth=round(statistics.mean(v for _, v in rss[-q:]) / 2**20, 1))
-            results.append(r)
-            print(json.dumps(r), flush=True)
+            record(r)
         finally:
             srv.stop()
     elif args.burst:
-        srv = ServerProcess(model, "batch", ["--max-queue-tokens", "20000"])  # a small queue bound
+        srv = ServerProcess("batch", args.api,  # a small queue bound
+                            lambda port: gliclass_command(model, "batch", port, ["--max-queue-tokens", "20000"]))
         try:
             srv.wait_ready()
-            r = asyncio.run(run_load(srv.url, "short100", args.burst, args.burst, args.time_cap, args.seed,
-                                     sampler=srv.sample_rss))
+            r = asyncio.run(run_load(srv.url, "short100", args.burst, args.burst, args.time_cap, args.seed, data,
+                                     api=args.api, sampler=srv.sample_rss))
             r.update(server="batch-burst(max_queue_tokens=20000)", peak_rss_mb=round(srv.peak_rss / 2**20, 1))
-            results.append(r)
-            print(json.dumps(r), flush=True)
+            record(r)
         finally:
             srv.stop()
     else:
-        for kind in args.servers:
+        ce_model = args.infinity_model
+        for kind in servers:
             if kind == "ray2":
                 try:
                     import ray  # noqa: F401
                 except ImportError:
                     print("# ray2 skipped: ray[serve] not installed", flush=True)
                     continue
-            srv = ServerProcess(model, kind, [])
+            if kind == "infinity":
+                if ce_model is None:
+                    from make_ce_folder import make_ce_folder
+
+                    ce_model = str(make_ce_folder(model, Path(tempfile.mkdtemp(prefix="serve_load_ce_")) / "ce"))
+                    print(f"# infinity model: random-weight CrossEncoder on {model}'s backbone at {ce_model}",
+                          flush=True)
+                extra = shlex.split(args.infinity_args)
+                srv = ServerProcess(kind, "infinity",
+                                    lambda port: infinity_command(args.infinity_python, ce_model, port, extra),
+                                    env=INFINITY_ENV)
+            else:
+                srv = ServerProcess(kind, args.api, lambda port, kind=kind: gliclass_command(model, kind, port, []))
             try:
                 t0 = time.time()
                 srv.wait_ready()
                 print(f"# {kind}: ready in {time.time() - t0:.1f}s", flush=True)
                 for sc in args.scenarios:
                     asyncio.run(run_load(srv.url, sc, args.warmup, min(args.warmup, args.concurrency), 60,
-                                         args.seed + 1))
+                                         args.seed + 1, data, api=srv.api))
                     r = asyncio.run(run_load(srv.url, sc, args.requests, args.concurrency, args.time_cap,
-                                             args.seed, sampler=srv.sample_rss))
+                                             args.seed, data, api=srv.api, sampler=srv.sample_rss))
                     r.update(server=kind, peak_rss_mb=round(srv.peak_rss / 2**20, 1))
-                    results.append(r)
-                    print(json.dumps(r), flush=True)
+                    record(r)
             finally:
                 srv.stop()
         # summary table
-        print("\n| server | scenario | requests ok/sent | errors | throughput (req/s) | p50 ms | p95 ms | p99 ms | "
-              "peak RSS MB |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("\n| server | scenario | requests ok/sent | errors | throughput (req/s) | docs/s | p50 ms | p95 ms | "
+              "p99 ms | peak RSS MB |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for r in results:
             print(f"| {r['server']} | {r['scenario']} | {r['ok']}/{r['sent']} | {r['errors']} | "
-                  f"{r['throughput_rps']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['peak_rss_mb']} |")
+                  f"{r['throughput_rps']} | {r['docs_per_s']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | "
+                  f"{r['peak_rss_mb']} |")
         by = {(r["server"], r["scenario"]): r for r in results}
         for sc in args.scenarios:
-            if ("batch", sc) in by and ("nobatch", sc) in by and by[("nobatch", sc)]["throughput_rps"]:
-                print(f"# {sc}: batching on/off throughput = "
-                      f"{by[('batch', sc)]['throughput_rps'] / by[('nobatch', sc)]['throughput_rps']:.2f}x")
+            for other, what in (("nobatch", "batching on/off"), ("infinity", "batch vs infinity")):
+                if ("batch", sc) in by and (other, sc) in by and by[(other, sc)]["throughput_rps"]:
+                    print(f"# {sc}: {what} throughput = "
+                          f"{by[('batch', sc)]['throughput_rps'] / by[(other, sc)]['throughput_rps']:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0 if all(r["errors"] == 0 for r in results if "burst" not in r["server"]) else 1

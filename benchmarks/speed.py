@@ -453,6 +453,8 @@ def _cpu_name() -> str:
 def specs_main(w: Workload, bb_name: str, big: bool, ppps: list[int]) -> list[dict]:
     """The systems of the main comparison on one workload."""
     specs = [{"family": "ours"}, {"family": "upstream"}, {"family": "ce"}]
+    # The defaults before the token-based ones (8 passages per pass up to 512 tokens, 16 sequences per pass).
+    previous = {"family": "ours", "ppp": 8, "bs": 16, "tl": None, "mbt": None, "tag": "previous-defaults"}
     if w.claims:  # W5: ours entailment, upstream on the same groups, chunking, CE pairs
         if not big:
             specs.append({"family": "chunking"})
@@ -460,16 +462,17 @@ def specs_main(w: Workload, bb_name: str, big: bool, ppps: list[int]) -> list[di
     if big:  # long passages: is one per sequence cheaper than two on these backbones?
         return specs + ([{"family": "ours", "ppp": 1}] if w.name == "W2" else [])
     if w.name == "W1":  # the expensive one: pairwise-like packing as the alternative
-        return specs + [{"family": "ours", "ppp": 1}]
+        return specs + [{"family": "ours", "ppp": 1}, previous]
     if w.name == "W4":
         return specs
+    specs.append(previous)
     specs.append({"family": "ours_nli"})
     specs.append({"family": "chunking"})
     if w.name == "W2":
         specs += [{"family": "ours", "ppp": 1}, {"family": "upstream", "ppp": 1}]
     if w.name == "W3":
         for p in ppps:
-            if p != 8:  # 8 = the current default, already in
+            if True:  # the default packs by a token target, so every count is a distinct layout
                 specs += [
                     {"family": "ours", "ppp": p},
                     {"family": "upstream", "ppp": p},
@@ -487,7 +490,7 @@ def distinct_packings(bb: Backbone, w: Workload, specs: list[dict]) -> list[dict
         if s["family"] != "ours" or s.get("quantize") or s.get("compile") or w.claims:
             continue
         r = bb.ours(s)
-        sig = tuple(
+        sig = (r.batch_size, getattr(r, "max_batch_tokens", None)) + tuple(
             tuple(g)
             for q, ps in zip(w.queries, w.passages)
             for g in ours_groups(r, q, ps)

@@ -37,6 +37,10 @@ def spec_name(spec: dict) -> str:
         bits.append(f"ml{spec['ml']}")
     if spec.get("bs") is not None:
         bits.append(f"bs{spec['bs']}")
+    if "tl" in spec:
+        bits.append(f"tl{spec['tl'] or 'none'}")
+    if "mbt" in spec:
+        bits.append(f"mbt{spec['mbt'] or 'none'}")
     if spec.get("quantize"):
         bits.append(spec["quantize"])
     if spec.get("compile"):
@@ -76,6 +80,8 @@ class Backbone:
             spec.get("ppp"),
             spec.get("bs"),
             spec.get("ml"),
+            spec.get("tl", "default"),
+            spec.get("mbt", "default"),
             spec.get("quantize"),
             bool(spec.get("compile")),
             bool(spec.get("warm_cache")),
@@ -89,6 +95,11 @@ class Backbone:
             opts["batch_size"] = spec["bs"]
         if spec.get("ml") is not None:
             opts["max_length"] = spec["ml"]
+        # A sweep over passages_per_pass measures the count alone: no packing target unless "tl" says so.
+        if "tl" in spec or spec.get("ppp") is not None:
+            opts["target_length"] = spec.get("tl")
+        if "mbt" in spec or spec.get("bs") is not None:
+            opts["max_batch_tokens"] = spec.get("mbt")
         if spec.get("quantize") or spec.get("compile"):
             # these replace model.encoder_model: never on the shared model
             r = GLiClassReranker.from_pretrained(
@@ -155,7 +166,8 @@ def ours_groups(r, query: str, passages: list[str]) -> list[list[int]]:
 
     q_ids = r.pieces.texts([query])[0].ids[: r.max_query_tokens]
     labels = r.pieces.labels(list(passages))
-    seqs, _ = pack_task(0, q_ids, labels, r.layout, r.max_length, r.passages_per_pass)
+    seqs, _ = pack_task(0, q_ids, labels, r.layout, r.max_length, r.passages_per_pass,
+                        getattr(r, "target_length", None))
     return [list(s.labels) for s in seqs]
 
 

@@ -45,8 +45,10 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
     parser.add_argument("--dtype", default="auto", help="auto, float32, float16, bfloat16")
     parser.add_argument("--passages-per-pass", type=int, default=None, help="passages packed per sequence")
-    parser.add_argument("--max-length", type=int, default=None, help="tokens per packed sequence")
-    parser.add_argument("--batch-size", type=int, default=None, help="packed sequences per forward pass")
+    parser.add_argument("--target-length", type=int, default=None,
+                   help="listwise packing target: passages join a sequence while it stays within this (default 320)")
+    parser.add_argument("--max-length", type=int, default=None, help="hard cap on a packed sequence's tokens")
+    parser.add_argument("--batch-size", type=int, default=None, help="most packed sequences per forward pass")
 
 
 def _rerank(args: argparse.Namespace) -> int:
@@ -57,6 +59,7 @@ def _rerank(args: argparse.Namespace) -> int:
         key: value
         for key, value in (
             ("passages_per_pass", args.passages_per_pass),
+            ("target_length", args.target_length),
             ("max_length", args.max_length),
             ("batch_size", args.batch_size),
         )

@@ -9,7 +9,10 @@ hypotheses; classify: a text and its candidate labels). Packing lays a task out 
 
 Labels that do not fit go to another sequence with the same text (never silently dropped), each label is cut
 to what a sequence can hold (and the cut is reported), and a sequence holds at most `max_labels_per_pass`
-labels. Sequences are then batched in length order so that little padding is computed.
+labels. Besides the hard cap `max_length`, a soft `target_length` stops adding labels once a sequence would
+pass it (a sequence always takes at least one label): attention grows with the square of the length, and
+measured on CPU, sequences of ~150-320 tokens score the most passages per second (docs/benchmarks.md).
+Sequences are then batched in length order, by a token budget, so that little padding is computed.
 """
 
 from __future__ import annotations
@@ -106,9 +109,11 @@ def pack_task(
     layout: Layout,
     max_length: int,
     max_labels_per_pass: int | None,
+    target_length: int | None = None,
 ) -> tuple[list[PackedSequence], list[bool]]:
     """Lay out one task's text and labels in sequences of at most `max_length` tokens.
 
+    With `target_length`, a label joins a non-empty sequence only if the sequence stays within it.
     Returns the sequences and, per label, whether it was cut (by the tokenizer's cap or by the budget).
     Labels keep their input order, so the same call always builds the same groups (deterministic scores).
     """
@@ -118,6 +123,7 @@ def pack_task(
         raise ValueError(f"max_length={max_length} leaves no room for a label next to a text of {len(text)} tokens")
     label_budget = room - 1
     cap = max_labels_per_pass or len(labels) or 1
+    soft_room = room if target_length is None else min(room, target_length - fixed)
 
     groups: list[list[int]] = []
     current: list[int] = []
@@ -126,7 +132,7 @@ def pack_task(
     for index, piece in enumerate(labels):
         need = 1 + min(len(piece.ids), label_budget)
         cut_flags.append(piece.cut or len(piece.ids) > label_budget)
-        if current and (len(current) == cap or used + need > room):
+        if current and (len(current) == cap or used + need > soft_room):
             groups.append(current)
             current, used = [], 0
         current.append(index)
@@ -156,12 +162,37 @@ def pack_task(
     return sequences, cut_flags
 
 
-def make_batches(sequences: list[PackedSequence], batch_size: int, pad_id: int) -> Iterator[PackedBatch]:
-    """Batch sequences in length order (least padding) and pad them into tensors."""
+def plan_batches(
+    sequences: Sequence[PackedSequence], batch_size: int, max_batch_tokens: int | None = None
+) -> list[list[int]]:
+    """Group sequence indices into batches: length order (least padding), at most `batch_size` sequences and,
+    with `max_batch_tokens`, at most that many padded tokens per batch (always at least one sequence).
+
+    A token budget keeps the work per forward pass even: a fixed count starves short sequences and
+    overloads memory with long ones.
+    """
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i].ids))
-    for start in range(0, len(order), batch_size):
-        chunk = [sequences[i] for i in order[start : start + batch_size]]
-        yield collate(chunk, pad_id)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        width = len(sequences[i].ids)  # the longest so far, since the order is ascending
+        if current and (
+            len(current) == batch_size or (max_batch_tokens is not None and (len(current) + 1) * width > max_batch_tokens)
+        ):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def make_batches(
+    sequences: Sequence[PackedSequence], batch_size: int, pad_id: int, max_batch_tokens: int | None = None
+) -> Iterator[PackedBatch]:
+    """Padded batches of `sequences`, planned by `plan_batches`."""
+    for indices in plan_batches(sequences, batch_size, max_batch_tokens):
+        yield collate([sequences[i] for i in indices], pad_id)
 
 
 def collate(chunk: list[PackedSequence], pad_id: int) -> PackedBatch:

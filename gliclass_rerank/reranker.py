@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .config import GLiClassConfig
 from .loading import load_config, load_model, load_tokenizer, save_pretrained
 from .modeling import GLiClassUniEncoder
-from .packing import Layout, PackedSequence, make_batches, pack_task, text_budget
+from .packing import Layout, PackedSequence, collate, pack_task, plan_batches, text_budget
 from .results import RerankResult, rank
 from .runtime import resolve_device, resolve_dtype
 from .tokenization import PieceTokenizer, TokenizedPiece
@@ -30,10 +30,12 @@ Mode = Literal["listwise", "nli"]
 MODES = ("listwise", "nli")
 
 # Defaults chosen by benchmarks/speed.py (see docs/benchmarks.md).
-DEFAULT_PASSAGES_PER_PASS = 8
+DEFAULT_PASSAGES_PER_PASS = 16
+DEFAULT_TARGET_LENGTH = 320
 DEFAULT_MAX_LENGTH = 512
 DEFAULT_MAX_QUERY_TOKENS = 64
-DEFAULT_BATCH_SIZE = 16
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_MAX_BATCH_TOKENS = 8192
 
 
 class GLiClassReranker:
@@ -50,11 +52,17 @@ class GLiClassReranker:
         dtype: the encoder's precision (the small heads always run in float32).
         passages_per_pass: most passages packed in one sequence in listwise mode. Fewer means less
             interaction between passages and shorter sequences; more means the query is read fewer times.
-        max_length: tokens per packed sequence (default: min(512, the backbone's positions)).
+        target_length: listwise packing target: a passage joins a sequence only while the sequence stays
+            within this many tokens (every sequence holds at least one passage). So ~30-token passages go
+            ~9 to a sequence and ~200-token passages one per sequence, the fastest layouts measured on CPU.
+            None packs up to `max_length`. NLI mode and `classify` read each text once with all its labels.
+        max_length: hard cap on a packed sequence's tokens (default: min(512, the backbone's positions)).
         max_query_tokens: the query's budget (listwise: the text; NLI: the hypothesis).
         max_passage_tokens: each passage's budget; None gives a passage whatever a sequence has room for.
             Cut passages are reported (`RerankResult.truncated`), never silently dropped.
-        batch_size: packed sequences per forward pass.
+        batch_size: most packed sequences per forward pass.
+        max_batch_tokens: most padded tokens per forward pass (None: `batch_size` alone decides); keeps the
+            work and the activation memory of a pass even across short and long sequences.
         show_progress_bar: a tqdm bar over batches, for long jobs.
         name_or_path: where the checkpoint came from (informational).
     """
@@ -67,10 +75,12 @@ class GLiClassReranker:
         device: str | torch.device = "auto",
         dtype: str | torch.dtype = "auto",
         passages_per_pass: int | None = None,
+        target_length: int | None = DEFAULT_TARGET_LENGTH,
         max_length: int | None = None,
         max_query_tokens: int = DEFAULT_MAX_QUERY_TOKENS,
         max_passage_tokens: int | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
         show_progress_bar: bool = False,
         quantize: str | None = None,
         compile: bool = False,
@@ -93,6 +103,10 @@ class GLiClassReranker:
             "max_passage_tokens", max_passage_tokens
         )
         self.batch_size = _positive_int("batch_size", batch_size)
+        self.target_length = None if target_length is None else _positive_int("target_length", target_length)
+        self.max_batch_tokens = None if max_batch_tokens is None else _positive_int(
+            "max_batch_tokens", max_batch_tokens
+        )
         self.show_progress_bar = show_progress_bar
         self.name_or_path = name_or_path
         self.tokenizer = tokenizer
@@ -316,15 +330,19 @@ class GLiClassReranker:
         for index, (text_ids, labels, cap) in enumerate(tasks):
             if self.max_passage_tokens is not None and cap is not None:
                 labels = [_cap_piece(p, self.max_passage_tokens) for p in labels]
-            packed, cuts = pack_task(index, text_ids, labels, self.layout, self.max_length, cap)
+            # The packing target applies to listwise tasks (cap set): texts read with all their labels at once
+            # (NLI, classify) would otherwise re-read a long text per label.
+            target = self.target_length if cap is not None else None
+            packed, cuts = pack_task(index, text_ids, labels, self.layout, self.max_length, cap, target)
             sequences.extend(packed)
             label_cuts.append(cuts)
         logits = [np.zeros(len(labels), dtype=np.float32) for _, labels, _ in tasks]
         if not sequences:
             return logits, label_cuts, 0
-        batches: Iterable = make_batches(sequences, self.batch_size, self.layout.pad_id)
+        plan = plan_batches(sequences, self.batch_size, self.max_batch_tokens)
+        batches: Iterable = (collate([sequences[i] for i in indices], self.layout.pad_id) for indices in plan)
         if self.show_progress_bar:
-            batches = tqdm(batches, total=-(-len(sequences) // self.batch_size), desc="scoring", unit="batch")
+            batches = tqdm(batches, total=len(plan), desc="scoring", unit="batch")
         with torch.inference_mode():
             for batch in batches:
                 batch_logits = self.model(batch.to(self.device))
@@ -341,13 +359,15 @@ def _cap_piece(piece: TokenizedPiece, limit: int) -> TokenizedPiece:
     return TokenizedPiece(piece.ids[:limit], True)
 
 
+# Probabilities stay in float64: in float32 every logit above ~16.6 rounds to 1.0, and models with large
+# logits (a cosine times a logit scale of 20) would tie at the top of the ranking. Ranking uses the logits.
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.float32)
+    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x.astype(np.float64) - x.max())
-    return (e / e.sum()).astype(np.float32)
+    return e / e.sum()
 
 
 def _positive_int(name: str, value: Any) -> int:

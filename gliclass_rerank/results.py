@@ -39,8 +39,13 @@ def rank(
     threshold: float | None = None,
     logits: np.ndarray | None = None,
 ) -> list[RerankResult]:
-    """Results sorted by score, highest first; ties keep input order (a stable sort)."""
-    order = np.argsort(-scores, kind="stable")
+    """Results sorted by score, highest first; ties keep input order (a stable sort).
+
+    With `logits` (the scores' monotone pre-image), the order comes from them: probabilities of large logits
+    can round to equal values, logits do not.
+    """
+    key = scores if logits is None else np.asarray(logits, dtype=np.float64)
+    order = np.argsort(-key, kind="stable")
     if threshold is not None:
         order = order[scores[order] >= threshold]
     if top_n is not None:

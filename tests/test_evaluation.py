@@ -170,7 +170,9 @@ def test_gliclass_scorer_listwise_and_nli(tiny_model_dir, beir_dir):
         single = scorer.score(data.queries["q1"], passages)
         batched = scorer.score_batch([data.queries["q1"]], [passages])[0]
         assert single == pytest.approx(batched, abs=1e-5)
-        assert all(0.0 <= s <= 1.0 for s in single)
+        # logits, in the order of the probabilities (ranking by logits cannot tie from rounding)
+        assert single == pytest.approx(scorer.reranker.score(data.queries["q1"], passages, mode=mode, raw=True),
+                                       abs=1e-6)
         assert scorer.name.startswith(f"gliclass-{mode}:")
 
 

@@ -50,6 +50,25 @@ def test_same_call_gives_the_same_scores(reranker):
     assert reranker.score(QUERY, PASSAGES) == reranker.score(QUERY, PASSAGES)
 
 
+def test_large_logits_do_not_tie_in_the_ranking():
+    # sigmoid(17) and sigmoid(18) are the same float32 (1.0): the order must come from the logits.
+    logits = np.array([16.5, 18.0, 17.0, 30.0, 2.0])
+    results = rank(1 / (1 + np.exp(-logits)), ["a", "b", "c", "d", "e"], [False] * 5, logits=logits)
+    assert [r.index for r in results] == [3, 1, 2, 0, 4]
+    assert [r.logit for r in results] == [30.0, 18.0, 17.0, 16.5, 2.0]
+
+
+def test_probabilities_keep_double_precision(reranker, monkeypatch):
+    import gliclass_rerank.reranker as module
+
+    big = np.array([17.0, 18.0, 19.0], dtype=np.float32)
+    monkeypatch.setattr(reranker, "_score_queries", lambda queries, passages, mode: ([big], [[False] * 3]))
+    scores = reranker.score("q", ["a", "b", "c"])
+    assert scores[0] < scores[1] < scores[2] < 1.0  # distinct, not rounded to 1.0
+    assert [r.index for r in reranker.rerank("q", ["a", "b", "c"])] == [2, 1, 0]
+    assert module._sigmoid(np.array([17.0], dtype=np.float32)).dtype == np.float64
+
+
 def test_top_n_and_threshold(reranker):
     full = reranker.rerank(QUERY, PASSAGES)
     assert reranker.rerank(QUERY, PASSAGES, top_n=2) == full[:2]
@@ -135,6 +154,79 @@ def test_packing_respects_max_length_and_passages_per_pass():
         assert s.ids[0] == 1 and s.ids[-1] == 2 and s.ids[s.sep_pos] == 8
         assert s.ids[s.sep_pos + 1 : s.sep_pos + 4] == [5, 5, 5]  # prompt_first: the text follows <<SEP>>
         assert all(s.ids[p] == 7 for p in s.label_pos)
+
+
+def _layout():
+    from gliclass_rerank.packing import Layout
+
+    return Layout(prefix=(1,), suffix=(2,), label_id=7, sep_id=8, pad_id=0, prompt_first=True,
+                  extract_text_features=False)
+
+
+def test_packing_target_groups_short_labels_and_isolates_long_ones():
+    # text 3 + overhead 3 = 6 fixed tokens; each label costs 1 marker + its ids.
+    short = [TokenizedPiece(tuple(range(10, 19)), False) for _ in range(10)]  # 10 tokens each, marker included
+    sequences, _ = pack_task(0, [5, 5, 5], short, _layout(), max_length=512, max_labels_per_pass=16,
+                             target_length=46)
+    assert [len(s.labels) for s in sequences] == [4, 4, 2]  # 6 + 4 * 10 = 46 <= 46 < 56
+    assert all(len(s.ids) <= 46 for s in sequences)
+
+    long = [TokenizedPiece(tuple(range(10, 210)), False) for _ in range(3)]  # 201 tokens each
+    sequences, cuts = pack_task(0, [5, 5, 5], long, _layout(), max_length=512, max_labels_per_pass=16,
+                                target_length=100)
+    # Longer than the target on its own: one per sequence, never cut by the (soft) target.
+    assert [s.labels for s in sequences] == [[0], [1], [2]]
+    assert cuts == [False, False, False] and all(len(s.ids) == 6 + 201 for s in sequences)
+
+    untargeted, _ = pack_task(0, [5, 5, 5], long, _layout(), max_length=512, max_labels_per_pass=16)
+    assert [s.labels for s in untargeted] == [[0, 1], [2]]  # up to the hard cap
+
+
+def test_plan_batches_by_tokens():
+    from gliclass_rerank.packing import PackedSequence, plan_batches
+
+    lengths = [50, 10, 200, 30, 30, 120, 10, 500]
+    sequences = [PackedSequence([0] * n, 0, [0], [0], [1], 0) for n in lengths]
+    plan = plan_batches(sequences, batch_size=3, max_batch_tokens=250)
+    assert sorted(i for batch in plan for i in batch) == list(range(len(lengths)))  # each once
+    flat = [lengths[i] for batch in plan for i in batch]
+    assert flat == sorted(lengths)  # length order: least padding
+    for batch in plan:
+        assert len(batch) <= 3
+        widest = max(lengths[i] for i in batch)
+        assert len(batch) == 1 or len(batch) * widest <= 250  # an over-budget sequence still runs alone
+    assert plan[-1] == [lengths.index(500)]
+    assert [len(b) for b in plan_batches(sequences, batch_size=3)] == [3, 3, 2]  # no token budget
+
+
+def test_scores_do_not_depend_on_batching_knobs(tiny_model_dir, reranker):
+    passages = PASSAGES * 4 + ["a longer passage about the football match " * 12]
+    default = reranker.score(QUERY, passages)
+    for options in ({"batch_size": 1, "max_batch_tokens": None}, {"batch_size": 64, "max_batch_tokens": 64}):
+        other = GLiClassReranker.from_pretrained(tiny_model_dir, device="cpu", **options)
+        np.testing.assert_allclose(other.score(QUERY, passages), default, atol=1e-5)
+
+
+def test_packing_target_applies_to_listwise_only(tiny_model_dir):
+    model = GLiClassReranker.from_pretrained(tiny_model_dir, device="cpu", target_length=24)
+    calls = []
+    original = model._run
+
+    def spy(tasks):
+        out = original(tasks)
+        calls.append(out[2])  # number of packed sequences
+        return out
+
+    model._run = spy
+    model.score(QUERY, PASSAGES)  # each passage is > 24 - query - specials: one per sequence
+    model.entailment([PASSAGES[0]], [["a", "b", "c", "d"]])  # one premise, read once for its 4 hypotheses
+    assert calls == [len(PASSAGES), 1]
+
+
+@pytest.mark.parametrize("name", ["target_length", "max_batch_tokens"])
+def test_bad_packing_knobs_are_named(tiny_model_dir, name):
+    with pytest.raises(ValueError, match=name):
+        GLiClassReranker.from_pretrained(tiny_model_dir, device="cpu", **{name: 0})
 
 
 def test_passages_per_pass_one_equals_classifying_each_passage_alone(tiny_model_dir, reranker):

@@ -56,7 +56,8 @@ class GLiClassScorer:
         self.name = name or f"gliclass-{mode}:{label}"
 
     def score(self, query: str, passages: Sequence[str]) -> list[float]:
-        return self.reranker.score(query, list(passages), mode=self.mode)
+        # logits: the same order as the probabilities, without their saturation at 1.0 for large logits
+        return self.reranker.score(query, list(passages), mode=self.mode, raw=True)
 
     def score_batch(self, queries: Sequence[str], passage_lists: Sequence[Sequence[str]]) -> list[list[float]]:
         results = self.reranker.rerank_batch(list(queries), [list(p) for p in passage_lists], mode=self.mode)
@@ -64,7 +65,7 @@ class GLiClassScorer:
         for passages, ranked in zip(passage_lists, results):
             scores = [0.0] * len(passages)
             for r in ranked:
-                scores[r.index] = r.score
+                scores[r.index] = r.logit
             out.append(scores)
         return out
 

@@ -536,7 +536,7 @@ def create_app(
                                     "truncate is false", field=f"texts[{cut[0]}]", error_type="Validation")
         out = []
         for r in results:
-            item = {"index": r.index, "score": _logit(float(r.score)) if body.raw_scores else float(r.score)}
+            item = {"index": r.index, "score": (float(r.logit) if r.logit is not None else _logit(float(r.score))) if body.raw_scores else float(r.score)}
             if body.return_text:
                 item["text"] = body.texts[r.index]
             out.append(item)
