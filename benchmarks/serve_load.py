@@ -8,9 +8,9 @@ Scenarios (real text read from ``--data-root``, default ``../shared/data`` next 
 into it; loaded lazily, once; payloads are a pure function of ``--seed``):
 - ``real20``: 1 SciFact test claim (``beir_scifact/queries.jsonl``, ids from ``qrels/test.tsv``) x 20
   SciFact abstracts (title + text, cut to the first 200 words). ``--real20-pool bm25`` (default): the
-  claim's BM25 top 20 over the whole corpus (bm25s, the package's evaluation first stage; falls back to
-  ``random`` when bm25s is not installed); ``random``: the claim's judged-relevant abstracts plus random
-  corpus abstracts, shuffled.
+  claim's BM25 top 20 over the whole corpus (bm25s with the settings of the package's evaluation first
+  stage; falls back to ``random`` when bm25s is not installed); ``random``: the claim's judged-relevant
+  abstracts plus random corpus abstracts, shuffled.
 - ``short100``: 1 TrecQA question (``trecqa/train.jsonl`` + ``dev.jsonl``) x 100 one-sentence candidate
   answers: the question's own candidates, filled up to 100 with candidates drawn at random from the other
   questions, shuffled.
@@ -87,29 +87,51 @@ class TextData:
                                     f"(see its README.md)")
         return path
 
-    def scifact(self) -> tuple[list[str], dict[str, str], dict[str, list[str]], list[str]]:
-        """(test claims, doc id -> text cut to 200 words, claim id -> its 20 doc ids or [], all doc ids)."""
+    def scifact(self) -> tuple[list[tuple[str, str]], dict[str, str], dict[str, list[str]], list[str]]:
+        """([(test claim id, claim)], doc id -> title+text cut to 200 words, claim id -> its BM25 top 20 or
+        its judged-relevant doc ids, all doc ids). Read directly (no torch import in the load client)."""
         if self._scifact is None:
-            from gliclass_rerank.evaluation.data import load_beir
-
-            data = load_beir(self._need(self.root / "beir_scifact"), split="test")
-            docs = {d: " ".join(data.doc_text(d).split()[:REAL20_WORDS]) for d in sorted(data.corpus)}
-            qids = sorted(data.queries)
-            lists: dict[str, list[str]] = {}
+            folder = self._need(self.root / "beir_scifact")
+            with open(self._need(folder / "corpus.jsonl"), encoding="utf-8") as f:
+                rows = [json.loads(line) for line in f if line.strip()]
+            docs = {str(r["_id"]): " ".join(f"{r.get('title') or ''} {r.get('text') or ''}".split()[:REAL20_WORDS])
+                    for r in rows}
+            ids = sorted(docs)
+            with open(self._need(folder / "queries.jsonl"), encoding="utf-8") as f:
+                texts = {str(q["_id"]): q["text"] for q in (json.loads(line) for line in f if line.strip())}
+            relevant: dict[str, list[str]] = {}
+            with open(self._need(folder / "qrels" / "test.tsv"), encoding="utf-8") as f:
+                next(f)  # header
+                for line in f:
+                    q, d, g = line.rstrip("\n").split("\t")
+                    if int(g) > 0:
+                        relevant.setdefault(q, []).append(d)
+            qids = sorted(relevant)
+            lists = {q: sorted(relevant[q]) for q in qids}
             if self.real20_pool == "bm25":
                 try:
-                    from gliclass_rerank.evaluation.bm25 import bm25_run
-
-                    run = bm25_run(data, top_k=REAL20_DOCS, show_progress=False)
-                    lists = {q: sorted(run[q], key=lambda d: (-run[q][d], d)) for q in qids}
+                    lists = self._bm25_top(rows, ids, [texts[q] for q in qids], qids)
                 except ImportError:
                     print("# real20: bm25s not installed (pip install bm25s): random corpus docs instead",
                           flush=True)
                     self.real20_pool = "random"
-            if self.real20_pool == "random":
-                lists = {q: sorted(d for d, g in data.qrels.get(q, {}).items() if g > 0) for q in qids}
-            self._scifact = ([(q, data.queries[q]) for q in qids], docs, lists, sorted(docs))
+            self._scifact = ([(q, texts[q]) for q in qids], docs, lists, ids)
         return self._scifact
+
+    @staticmethod
+    def _bm25_top(rows, ids, queries, qids) -> dict[str, list[str]]:
+        """BM25 top 20 over the FULL title + text (the settings of gliclass_rerank.evaluation.bm25)."""
+        import bm25s
+        from bm25s.tokenization import Tokenizer
+
+        full = {str(r["_id"]): f"{r.get('title') or ''} {r.get('text') or ''}".strip() for r in rows}
+        tokenizer = Tokenizer(stopwords="en", stemmer=None)
+        retriever = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
+        retriever.index(tokenizer.tokenize([full[d] for d in ids], show_progress=False, return_as="tuple"),
+                        show_progress=False)
+        tokens = tokenizer.tokenize(queries, update_vocab=False, show_progress=False, return_as="ids")
+        top, _ = retriever.retrieve(tokens, k=REAL20_DOCS, show_progress=False, n_threads=1)
+        return {q: [ids[int(j)] for j in top[row]] for row, q in enumerate(qids)}
 
     def trecqa(self) -> tuple[list[tuple[str, list[str]]], list[str]]:
         """([(question, its distinct candidate sentences)], every candidate sentence of every question)."""
@@ -117,7 +139,7 @@ class TextData:
             questions, pool = [], []
             for split in ("train", "dev"):
                 with open(self._need(self.root / "trecqa" / f"{split}.jsonl"), encoding="utf-8") as f:
-                    for line in f:
+                    for line in filter(str.strip, f):
                         row = json.loads(line)
                         cands = list(dict.fromkeys(c["text"] for c in row["candidates"]))
                         questions.append((row["query"], cands))
@@ -257,7 +279,7 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.kind, self.api = kind, api
         self.cmd = command(self.port)
-        self.log = tempfile.TemporaryFile(mode="w+", prefix=f"serve_load_{kind}_")
+        self.log = tempfile.TemporaryFile(mode="w+", prefix=f"serve_load_{kind}_")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=self.log, text=True,
                                      start_new_session=True, env={**os.environ, **(env or {})})
         self.peak_rss = 0
@@ -485,7 +507,7 @@ def main() -> int:
                           flush=True)
                 extra = shlex.split(args.infinity_args)
                 srv = ServerProcess(kind, "infinity",
-                                    lambda port: infinity_command(args.infinity_python, ce_model, port, extra),
+                                    lambda port, m=ce_model, x=extra: infinity_command(args.infinity_python, m, port, x),
                                     env=INFINITY_ENV)
             else:
                 srv = ServerProcess(kind, args.api, lambda port, kind=kind: gliclass_command(model, kind, port, []))
