@@ -4,12 +4,18 @@ Published GLiClass checkpoints store a `config.json` with `model_type: "GLiClass
 configuration nested under `encoder_config`. This module reads that file into a typed, validated object.
 Every field that changes the scores is checked here, and a value we do not implement is refused with an
 error naming the field and the value: a checkpoint either scores exactly as upstream does, or not at all.
+
+One field is our own extension, `logit_bias` (see `GLiClassConfig`): a constant added to every logit, written
+by our fine-tuning so that its models give calibrated probabilities. Upstream's config class keeps unknown
+keys as plain attributes and its model never reads this one: upstream loads such a checkpoint and ranks
+exactly as we do, with every logit lower by `logit_bias` (so its probabilities are not calibrated).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +47,13 @@ class GLiClassConfig:
 
     `raw` keeps the file's full dictionary so that saving writes back every field, including those that
     only matter to upstream training code.
+
+    `logit_bias` is gliclass-rerank's extension, not an upstream field: a constant added to every logit
+    after the scorer (in float32). Our fine-tuning saves the bias it learned there, so the model's sigmoid
+    scores are calibrated probabilities. It is read from `config.json` when present (0.0 otherwise, as in
+    every upstream checkpoint) and written back only when non-zero, so configs of models without one stay
+    upstream's. Upstream `gliclass` ignores the key: for such a model its logits are ours minus
+    `logit_bias` (the same ranking, shifted probabilities).
     """
 
     encoder_config: PretrainedConfig
@@ -61,6 +74,7 @@ class GLiClassConfig:
     use_segment_embeddings: bool = False
     projector_hidden_act: str = "gelu"
     initializer_range: float = 0.03
+    logit_bias: float = 0.0
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -113,6 +127,14 @@ class GLiClassConfig:
         if not isinstance(layer_id, int) or isinstance(layer_id, bool):
             raise _refuse("encoder_layer_id", layer_id, "an integer")
 
+        logit_bias = data.get("logit_bias", 0.0)
+        if (
+            not isinstance(logit_bias, (int, float))
+            or isinstance(logit_bias, bool)
+            or not math.isfinite(logit_bias)
+        ):
+            raise _refuse("logit_bias", logit_bias, "a finite number (our extension; absent means 0.0)")
+
         alloc = data.get("max_labels_alloc", "dynamic")
         if values["scorer_type"] == "hopfield" and alloc != "dynamic":
             # Upstream's hopfield softmax then runs over padded label slots: scores depend on padding.
@@ -141,6 +163,7 @@ class GLiClassConfig:
             encoder_layer_id=layer_id,
             projector_hidden_act=data.get("projector_hidden_act", "gelu"),
             initializer_range=float(data.get("initializer_range", 0.03)),
+            logit_bias=float(logit_bias),
             raw=data,
             **values,
         )
@@ -152,7 +175,10 @@ class GLiClassConfig:
             return cls.from_dict(json.load(handle))
 
     def to_dict(self) -> dict[str, Any]:
-        """The `config.json` dictionary, in upstream's format (loadable by the `gliclass` package)."""
+        """The `config.json` dictionary, in upstream's format (loadable by the `gliclass` package).
+
+        `logit_bias` is written only when non-zero (upstream ignores it; see the class docstring).
+        """
         data = copy.deepcopy(self.raw)
         data.update(
             model_type="GLiClass",
@@ -181,6 +207,10 @@ class GLiClassConfig:
         if not data.get("encoder_model_name"):
             data["encoder_model_name"] = self.encoder_config.get_text_config()._name_or_path or "encoder"
         data.setdefault("max_labels_alloc", "dynamic")
+        if self.logit_bias:
+            data["logit_bias"] = float(self.logit_bias)
+        else:
+            data.pop("logit_bias", None)
         return data
 
     @property

@@ -111,12 +111,20 @@ def load_tokenizer(name_or_path: str | os.PathLike, *, token=None, revision=None
 
 
 def save_pretrained(
-    model: GLiClassUniEncoder, tokenizer: PreTrainedTokenizerBase | None, folder: str | os.PathLike
+    model: GLiClassUniEncoder,
+    tokenizer: PreTrainedTokenizerBase | None,
+    folder: str | os.PathLike,
+    *,
+    config: GLiClassConfig | None = None,
 ) -> Path:
-    """Write `model` in upstream's GLiClass format: loadable here and by the `gliclass` package."""
+    """Write `model` in upstream's GLiClass format: loadable here and by the `gliclass` package.
+
+    `config` replaces `model.config` in the written `config.json` (the trainer writes its learned
+    `logit_bias` this way without changing the model it keeps training).
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    config = model.config.to_dict()
+    config = (config or model.config).to_dict()
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
     state = {
         STATE_PREFIX + k: (v.float() if v.is_floating_point() else v).detach().cpu().contiguous()

@@ -11,6 +11,9 @@ poolers run over the padded batch, so a text's scores change with the longest se
 Here each sequence is pooled exactly as upstream pools it when it is alone in its batch (batch size 1), so
 scores never depend on the rest of the batch. The heads (projectors, scorer) run in float32 whatever the
 encoder's precision, since they are tiny and fp16 norms underflow.
+
+Extension: a non-zero `config.logit_bias` (written by our fine-tuning, absent from upstream checkpoints) is
+added to every logit after the scorer, in float32. Upstream ignores it: same ranking, shifted probabilities.
 """
 
 from __future__ import annotations
@@ -234,7 +237,7 @@ class GLiClassUniEncoder(nn.Module):
         return torch.bmm(span, hidden) / counts
 
     def score(self, text: torch.Tensor, labels: torch.Tensor, label_mask: torch.Tensor) -> torch.Tensor:
-        """Project, optionally normalise, and score: logits [B, K]."""
+        """Project, optionally normalise, score, add `config.logit_bias` (when non-zero): logits [B, K]."""
         text = self.text_projector(text)
         labels = self.classes_projector(labels)
         if self.config.normalize_features:
@@ -243,6 +246,9 @@ class GLiClassUniEncoder(nn.Module):
         logits = self.scorer(text, labels, label_mask)
         if self.config.normalize_features:
             logits = logits * self.logit_scale  # upstream multiplies by the raw parameter (no exp)
+        if self.config.logit_bias:
+            # Our extension (upstream checkpoints have none: 0.0, nothing added): in float32, also under autocast.
+            logits = logits.float() + self.config.logit_bias
         return logits
 
     def heads(self) -> list[nn.Module]:

@@ -18,10 +18,15 @@ Two starting points:
 
 Training groups look like inference groups: one GLiClass text (the query in listwise mode, the premise in
 NLI mode) with up to `passages_per_pass` labels (passages / hypotheses), positives at random positions, and
-a multi-label BCE (or focal) loss over the group's labels. A scalar *training bias* is added to the logits in
-the loss only: it absorbs the base rate (most labels are negatives) so the scale and the encoder need not;
-it is not saved, since adding a constant to every logit changes no ranking (scores in the saved model are
-therefore not calibrated probabilities; rank by them, or pick a threshold on held-out data).
+a multi-label BCE (or focal) loss over the group's labels. A learned scalar *bias* is added to the model's
+logits in the loss: it absorbs the base rate (most labels are negatives) and the large untrained logits
+(a cosine times a scale of ~20) so the scale and the encoder need not. The saved model keeps it as
+`config.json`'s `logit_bias` (our extension, see `config.GLiClassConfig`): the model computes exactly the
+logits the loss saw, so its sigmoid scores are calibrated probabilities (for the training data's base rate
+of positives per group). A model that starts from a GLiClass checkpoint with a `logit_bias` already runs
+with it (the loss sees it too); the trainer learns a further bias on top and saves their sum. Upstream
+`gliclass` loads the saved folder, ignores the key and ranks identically (its logits are lower by
+`logit_bias`, so its probabilities are not calibrated).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import os
 import random
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -567,23 +572,39 @@ class Trainer:
                 self._save_state(out / f"checkpoint-{step}", step, optimizer, scheduler, scaler)
         bar.close()
         self.model.eval()
-        save_pretrained(self.model, self.tokenizer, out)
+        self.save_model(out)
         summary = {
             "steps": step, "seconds": round(time.perf_counter() - started, 1),
             "first_loss": self.history[0]["loss"] if self.history else None,
             "last_loss": self.history[-1]["loss"] if self.history else None,
             "logit_scale": float(self.model.logit_scale.detach()), "train_bias": float(self.bias.detach()) if self.bias is not None else None,
-            "examples": len(self.examples),
+            "logit_bias": self.saved_logit_bias(), "examples": len(self.examples),
         }
         (out / "train_summary.json").write_text(json.dumps({"summary": summary, "history": self.history}, indent=1),
                                                 encoding="utf-8")
         return summary
 
-    def _init_bias(self) -> None:
-        """Start the training bias where the untrained logits sit: -mean(logit) + logit(base rate).
+    def saved_logit_bias(self) -> float:
+        """The `logit_bias` a saved model gets: the model's own (0.0 unless it started from a checkpoint with
+        one) plus the learned training bias, so the saved model's logits are exactly those the loss saw."""
+        base = float(self.model.config.logit_bias)
+        return base + float(self.bias.detach()) if self.bias is not None else base
 
-        With a cosine scale of ~20 every untrained logit is large and positive (encoder spans are anisotropic:
-        cosines of 0.6-0.9); starting the bias at 0 would spend hundreds of steps only moving it.
+    def save_model(self, folder: str | os.PathLike) -> Path:
+        """Save the model (upstream's format) with the learned bias folded into `config.json`'s `logit_bias`.
+
+        The model in memory keeps its own config: training goes on with model logits + `self.bias`.
+        """
+        config = replace(self.model.config, logit_bias=self.saved_logit_bias())
+        return save_pretrained(self.model, self.tokenizer, folder, config=config)
+
+    def _init_bias(self) -> None:
+        """Start the training bias where the initial logits sit: -mean(logit) + logit(base rate).
+
+        The logits are the model's own, including any `logit_bias` of the checkpoint it started from, so
+        the bias learned here is what comes on top of it. With a cosine scale of ~20 every untrained logit is
+        large and positive (encoder spans are anisotropic: cosines of 0.6-0.9); starting the bias at 0 would
+        spend hundreds of steps only moving it.
         """
         groups = self._epoch_groups(0)[: max(self.args.batch_size, 8)]
         self.model.eval()
@@ -597,11 +618,14 @@ class Trainer:
             self.bias.fill_(-float(logits.mean()) + math.log(rate / (1 - rate)))
 
     def _save_state(self, folder: Path, step: int, optimizer, scheduler, scaler) -> None:
-        save_pretrained(self.model, self.tokenizer, folder)
+        self.save_model(folder)
         state = {
             "step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler else None,
+            # The learned bias and the model's own logit_bias separately (config.json holds their sum):
+            # a resumed run restores both exactly.
             "bias": self.bias.detach().cpu() if self.bias is not None else None,
+            "base_logit_bias": float(self.model.config.logit_bias),
             "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
             "history": self.history,
         }
@@ -625,6 +649,9 @@ class Trainer:
         if self.bias is not None and state.get("bias") is not None:
             with torch.no_grad():
                 self.bias.copy_(state["bias"].to(self.device))
+        if "base_logit_bias" in state:
+            # Not the checkpoint's config.json value: that one already includes the learned bias.
+            self.model.config.logit_bias = float(state["base_logit_bias"])
         random.setstate(state["rng"]["python"])
         np.random.set_state(state["rng"]["numpy"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -691,7 +718,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loss", choices=("bce", "focal"), default=d.loss)
     parser.add_argument("--focal-alpha", type=float, default=d.focal_alpha)
     parser.add_argument("--focal-gamma", type=float, default=d.focal_gamma)
-    parser.add_argument("--no-train-bias", action="store_true", help="no training-only logit bias")
+    parser.add_argument("--no-train-bias", action="store_true",
+                        help="no learned logit bias (else it is saved as config.json's logit_bias)")
     parser.add_argument("--logit-scale", type=float, default=d.logit_scale, help="initial scale (new models)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=d.precision)
     parser.add_argument("--device", default=d.device)

@@ -127,6 +127,12 @@ def base_config(tiny_model_dir):
         ("use_calibrator", True),
         ("normalize_features", "yes"),
         ("encoder_layer_id", 7),
+        ("logit_bias", "high"),
+        ("logit_bias", "-2.5"),
+        ("logit_bias", True),
+        ("logit_bias", None),
+        ("logit_bias", [1.0]),
+        ("logit_bias", float("inf")),
     ],
 )
 def test_unsupported_config_values_name_the_field(base_config, field, value):
@@ -147,6 +153,33 @@ def test_config_round_trips_and_fills_upstream_defaults(base_config):
     assert (parsed.pooling_strategy, parsed.class_token_pooling, parsed.scorer_type) == ("first", "first", "simple")
     with pytest.raises(UnsupportedConfigError, match="encoder_config"):
         GLiClassConfig.from_dict({"model_type": "GLiClass"})
+
+
+def test_logit_bias_is_read_added_to_the_logits_and_saved(tiny_model_dir, base_config, reranker, tmp_path):
+    # Absent (every upstream checkpoint): 0.0, and not written back, so the saved config stays upstream's.
+    assert "logit_bias" not in base_config
+    config = GLiClassConfig.from_dict(base_config)
+    assert config.logit_bias == 0.0 and "logit_bias" not in config.to_dict()
+    assert "logit_bias" not in GLiClassConfig.from_dict(dict(base_config, logit_bias=0)).to_dict()
+    assert GLiClassConfig.from_dict(dict(base_config, logit_bias=-3)).logit_bias == -3.0  # an int is a number too
+
+    folder = _copy(tiny_model_dir, tmp_path / "biased")
+    _edit_config(folder, logit_bias=-1.75)
+    biased = GLiClassReranker.from_pretrained(folder, device="cpu", dtype="float32")
+    assert biased.model.config.logit_bias == -1.75
+    want = np.array(reranker.score(QUERY, PASSAGES, raw=True)) - 1.75
+    np.testing.assert_allclose(biased.score(QUERY, PASSAGES, raw=True), want, atol=1e-5)
+    np.testing.assert_allclose(biased.score(QUERY, PASSAGES), 1 / (1 + np.exp(-want)), atol=1e-6)
+    assert [r.index for r in biased.rerank(QUERY, PASSAGES)] == [r.index for r in reranker.rerank(QUERY, PASSAGES)]
+
+    biased.save_pretrained(tmp_path / "saved")
+    saved = json.loads((tmp_path / "saved" / "config.json").read_text())
+    assert saved["logit_bias"] == -1.75
+    assert {k: v for k, v in saved.items() if k != "logit_bias"} == json.loads(
+        (tiny_model_dir / "config.json").read_text()
+    )
+    again = GLiClassReranker.from_pretrained(tmp_path / "saved", device="cpu", dtype="float32")
+    assert again.score(QUERY, PASSAGES, raw=True) == biased.score(QUERY, PASSAGES, raw=True)
 
 
 def test_save_pretrained_round_trip(reranker, tmp_path):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -195,24 +197,99 @@ def small_pretrained_encoder(tmp_path_factory) -> Path:
     return folder
 
 
-def test_toy_training_loss_falls_and_planted_passage_ranks_first(small_pretrained_encoder, tmp_path):
-    args = TrainArgs(init=str(small_pretrained_encoder), output_dir=str(tmp_path / "out"), passages_per_pass=4,
-                     group_size=4, batch_size=4, max_steps=20, encoder_lr=1e-4, head_lr=1e-3, scale_lr=5e-2,
-                     warmup_ratio=0.1, logit_scale=20.0, device="cpu", seed=0, show_progress=False)
+@pytest.fixture(scope="module")
+def toy_trained(small_pretrained_encoder, tmp_path_factory):
+    """(trainer, summary, args): 20 steps on the toy topics task, saved to args.output_dir."""
+    args = TrainArgs(init=str(small_pretrained_encoder), output_dir=str(tmp_path_factory.mktemp("toy") / "out"),
+                     passages_per_pass=4, group_size=4, batch_size=4, max_steps=20, encoder_lr=1e-4, head_lr=1e-3,
+                     scale_lr=5e-2, warmup_ratio=0.1, logit_scale=20.0, device="cpu", seed=0, show_progress=False)
     trainer = Trainer(args, _toy_examples(), retrieval=True)
     summary = trainer.run()
-    losses = [h["loss"] for h in trainer.history]
-    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5, losses
-    assert summary["steps"] == 20
-    reranker = GLiClassReranker.from_pretrained(args.output_dir, device="cpu", dtype="float32", passages_per_pass=4)
-    rng = random.Random(1)
+    return trainer, summary, args
+
+
+def _planted_tasks(seed: int = 1):
+    """(query, passages, index of the planted relevant passage) for every toy positive, 3 off-topic others."""
+    rng = random.Random(seed)
+    tasks = []
     for topic, positives in TOPICS.items():
         others = [s for t, ss in TOPICS.items() if t != topic for s in ss]
         for planted in positives:
             passages = rng.sample(others, 3)
-            passages.insert(rng.randrange(4), planted)
-            ranked = reranker.rerank(f"news about {topic}", passages)
-            assert ranked[0].text == planted, (topic, ranked)
+            at = rng.randrange(4)
+            passages.insert(at, planted)
+            tasks.append((f"news about {topic}", passages, at))
+    return tasks
+
+
+def test_toy_training_loss_falls_and_planted_passage_ranks_first(toy_trained):
+    trainer, summary, args = toy_trained
+    losses = [h["loss"] for h in trainer.history]
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5, losses
+    assert summary["steps"] == 20
+    reranker = GLiClassReranker.from_pretrained(args.output_dir, device="cpu", dtype="float32", passages_per_pass=4)
+    for query, passages, at in _planted_tasks():
+        ranked = reranker.rerank(query, passages)
+        assert ranked[0].index == at, (query, ranked)
+
+
+def test_trained_model_saves_its_bias_and_scores_are_calibrated(toy_trained, tmp_path):
+    trainer, summary, args = toy_trained
+    saved = json.loads((Path(args.output_dir) / "config.json").read_text())
+    bias = saved["logit_bias"]
+    # The learned bias (the model started from an encoder: no logit_bias of its own) is what config.json holds.
+    assert trainer.model.config.logit_bias == 0.0
+    assert bias == pytest.approx(float(trainer.bias.detach()), abs=1e-6) == summary["logit_bias"]
+    assert bias < -5.0, bias  # it cancels the large cosine logits (scale ~20): far from 0
+    reranker = GLiClassReranker.from_pretrained(args.output_dir, device="cpu", dtype="float32", passages_per_pass=4)
+    assert reranker.model.config.logit_bias == bias
+    for query, passages, at in _planted_tasks():
+        scores = reranker.score(query, passages)
+        assert scores[at] > 0.5, (query, scores)
+        assert all(s < 0.5 for i, s in enumerate(scores) if i != at), (query, scores)
+        kept = reranker.rerank(query, passages, threshold=0.5)
+        assert [r.index for r in kept] == [at], (query, kept)
+
+    # Without the saved bias (what the model was before this change), threshold 0.5 keeps every passage.
+    plain = tmp_path / "no_bias"
+    shutil.copytree(args.output_dir, plain, ignore=shutil.ignore_patterns("checkpoint-*"))
+    data = json.loads((plain / "config.json").read_text())
+    del data["logit_bias"]
+    (plain / "config.json").write_text(json.dumps(data))
+    uncalibrated = GLiClassReranker.from_pretrained(plain, device="cpu", dtype="float32", passages_per_pass=4)
+    query, passages, at = _planted_tasks()[0]
+    assert len(uncalibrated.rerank(query, passages, threshold=0.5)) == len(passages)
+    np.testing.assert_allclose(uncalibrated.score(query, passages, raw=True),
+                               np.array(reranker.score(query, passages, raw=True)) - bias, atol=1e-4)
+
+
+def test_trained_model_loads_upstream_with_logits_lower_by_logit_bias(toy_trained):
+    pytest.importorskip("gliclass")
+    import sys
+
+    sys.modules.setdefault("gliclass.serve", None)  # upstream's optional Ray Serve import: not needed
+    from gliclass.config import GLiClassModelConfig
+    from gliclass.model import GLiClassModel
+
+    trainer, _, args = toy_trained
+    folder = Path(args.output_dir)
+    bias = json.loads((folder / "config.json").read_text())["logit_bias"]
+    # Upstream's config class accepts the unknown key (kept as a plain attribute) ...
+    upstream_config = GLiClassModelConfig.from_pretrained(str(folder))
+    assert upstream_config.logit_bias == bias
+    upstream = GLiClassModel.from_pretrained(str(folder)).eval()
+    ours = load_model(folder)
+    query, passages, _ = _planted_tasks()[0]
+    collator = GroupCollator(trainer.tokenizer, ours.config, 512, 64, 128, 4)
+    batch, _ = collator([(query, passages, [0.0] * 4)])
+    assert batch.input_ids.shape[0] == 1  # one sequence: upstream pools without padding
+    with torch.no_grad():
+        our_logits = ours(batch)[batch.label_mask]
+        up = upstream(input_ids=batch.input_ids, attention_mask=batch.attention_mask, max_num_classes=len(passages))
+    # ... and ignores it: the same logits without the bias, so the same ranking.
+    up_logits = up.logits[0, : len(passages)]
+    assert torch.allclose(up_logits, our_logits - bias, atol=1e-4), (up_logits, our_logits, bias)
+    assert torch.equal(up_logits.argsort(), our_logits.argsort())
 
 
 def test_resume_continues_exactly(plain_encoder, tmp_path):
@@ -224,8 +301,6 @@ def test_resume_continues_exactly(plain_encoder, tmp_path):
     # An interrupted run: only its checkpoint-2 survives; resuming must land on the same weights.
     part = tmp_path / "b"
     (part).mkdir()
-    import shutil
-
     shutil.copytree(tmp_path / "a" / "checkpoint-2", part / "checkpoint-2")
     resumed = Trainer(TrainArgs(output_dir=str(part), resume=True, **common), _toy_examples())
     resumed.run()
@@ -233,6 +308,45 @@ def test_resume_continues_exactly(plain_encoder, tmp_path):
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-5), key
     assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in full.history], abs=1e-5)
+    # The checkpoint's and the final models' config.json hold the bias learned so far (the encoder had none).
+    saved = [json.loads((tmp_path / run / "config.json").read_text())["logit_bias"] for run in ("a", "b")]
+    assert saved[0] == pytest.approx(float(full.bias.detach())) and saved[1] == pytest.approx(saved[0], abs=1e-5)
+    state = torch.load(part / "checkpoint-2" / "training_state.pt", weights_only=False)
+    at_2 = json.loads((part / "checkpoint-2" / "config.json").read_text())["logit_bias"]
+    assert at_2 == pytest.approx(float(state["bias"])) and state["base_logit_bias"] == 0.0
+
+
+def test_training_from_a_checkpoint_with_a_logit_bias_adds_to_it(init_dir, tmp_path):
+    """A GLiClass checkpoint with a logit_bias runs with it in the loss; the saved bias is it + the learned one."""
+    biased = tmp_path / "biased"
+    shutil.copytree(init_dir, biased)
+    data = json.loads((biased / "config.json").read_text())
+    (biased / "config.json").write_text(json.dumps(dict(data, logit_bias=3.0)))
+    common = {"passages_per_pass": 2, "group_size": 3, "batch_size": 2, "device": "cpu", "seed": 3,
+              "show_progress": False}
+    # The initial training bias comes from the model's logits, which include the checkpoint's logit_bias.
+    plain_t = Trainer(TrainArgs(init=str(init_dir), output_dir=str(tmp_path / "p"), **common), _toy_examples())
+    biased_t = Trainer(TrainArgs(init=str(biased), output_dir=str(tmp_path / "b"), **common), _toy_examples())
+    assert biased_t.model.config.logit_bias == 3.0 and plain_t.model.config.logit_bias == 0.0
+    plain_t._init_bias()
+    biased_t._init_bias()
+    assert float(biased_t.bias.detach()) == pytest.approx(float(plain_t.bias.detach()) - 3.0, abs=1e-4)
+
+    trainer = Trainer(TrainArgs(init=str(biased), output_dir=str(tmp_path / "out"), max_steps=2, encoder_lr=1e-3,
+                                head_lr=1e-3, **common), _toy_examples())
+    summary = trainer.run()
+    learned = float(trainer.bias.detach())
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())["logit_bias"]
+    assert saved == pytest.approx(3.0 + learned, abs=1e-6) == summary["logit_bias"]
+    assert trainer.model.config.logit_bias == 3.0  # the model in memory keeps its own; the file holds the sum
+    # The saved model computes exactly the logits the loss saw: model logits + training bias.
+    reloaded = load_model(tmp_path / "out")
+    batch, _ = trainer.collator([(QUERY, PASSAGES, [1.0, 0.0, 0.0])])
+    trainer.model.eval()
+    with torch.no_grad():
+        seen_by_loss = trainer.model(batch)[batch.label_mask] + trainer.bias
+        saved_logits = reloaded(batch)[batch.label_mask]
+    assert torch.allclose(saved_logits, seen_by_loss, atol=1e-5), (saved_logits, seen_by_loss)
 
 
 def test_data_formats_and_groups(tmp_path):
