@@ -192,6 +192,28 @@ def test_cli_eval(tiny_model_dir, beir_dir, candidates_file, tmp_path, capsys):
     assert set(report["systems"]) == {"bm25", "tiny"} and report["metrics"] == ["map", "mrr"]
 
 
+def test_cli_eval_nli_file(tiny_model_dir, tmp_path):
+    from gliclass_rerank.cli import main
+
+    pairs = tmp_path / "nli.jsonl"
+    rows = [{"premise": "A man is playing a guitar.", "hypothesis": "A person plays music.", "label": "entailment"},
+            {"premise": "A man is playing a guitar.", "hypothesis": "Nobody plays.", "label": "contradiction"},
+            {"premise": "A dog runs in a park.", "hypothesis": "An animal is outside.", "label": "entailment"},
+            {"premise": "A dog runs in a park.", "hypothesis": "The cat sleeps.", "label": "neutral"}]
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "nli"
+    assert main(["eval", str(pairs), "--mode", "nli", "--model", str(tiny_model_dir), "--system",
+                 f"gliclass:{tiny_model_dir}@named", "--device", "cpu", "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "nli_report.json").read_text())
+    assert set(report) == {str(tiny_model_dir), "named"}  # --system is not silently ignored
+    assert report["named"]["pairs"] == 4 and report["named"]["positives"] == 2
+    assert report["named"]["roc_auc"] == pytest.approx(report[str(tiny_model_dir)]["roc_auc"])
+    with pytest.raises(SystemExit, match="GLiClass models only"):
+        main(["eval", str(pairs), "--mode", "nli", "--system", "cross-encoder:x", "--out", str(out), "--quiet"])
+    with pytest.raises(SystemExit, match="needs a model"):
+        main(["eval", str(pairs), "--mode", "nli", "--out", str(out), "--quiet"])
+
+
 def test_binary_metrics():
     m = binary_metrics([0.9, 0.8, 0.3, 0.1], [True, False, True, False])
     assert m["roc_auc"] == pytest.approx(0.75)
@@ -217,3 +239,8 @@ def test_embedding_and_cross_encoder_scorers():
     ce = CrossEncoderScorer(path, device="cpu", max_length=64)  # fresh head: only the plumbing is checked
     out = ce.score_batch(["q1", "q2"], [passages, passages[:1]])
     assert [len(x) for x in out] == [2, 1]
+    assert ce.name.startswith("cross-encoder:")
+    named = CrossEncoderScorer(ce.model, name="my-ce", max_length=48)  # a given name survives max_length
+    assert named.name == "my-ce"
+    attribute = "max_seq_length" if hasattr(type(named.model), "max_seq_length") else "max_length"
+    assert getattr(named.model, attribute) == 48

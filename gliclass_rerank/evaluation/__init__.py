@@ -124,12 +124,23 @@ def run(args: argparse.Namespace) -> int:
         pairs = load_nli_pairs(args.data)
         if args.max_queries:
             pairs = pairs[: args.max_queries]
+        # Entailment scoring is GLiClass-only: --model paths and gliclass / gliclass-nli --system specs.
+        named = [(path, path) for path in args.model]
+        for spec in args.system:
+            kind, _, rest = spec.partition(":")
+            if kind not in ("gliclass", "gliclass-nli") or not rest:
+                raise SystemExit(f"--system {spec!r}: NLI files are scored by GLiClass models only "
+                                 "(gliclass:PATH[@NAME] or gliclass-nli:PATH[@NAME])")
+            path, _, name = rest.partition("@")
+            named.append((name or path, path))
+        if not named:
+            raise SystemExit("NLI evaluation needs a model: --model PATH or --system gliclass:PATH[@NAME]")
         results = {}
-        for path in args.model:
-            opts = {k: getattr(args, k) for k in ("batch_size", "max_length") if getattr(args, k) is not None}
+        opts = {k: getattr(args, k) for k in ("batch_size", "max_length") if getattr(args, k) is not None}
+        for name, path in named:
             model = GLiClassReranker.from_pretrained(path, device=args.device, dtype=args.dtype, **opts)
-            results[path] = evaluate_nli(model, pairs, show_progress=show)
-            print(path, json.dumps(results[path]))
+            results[name] = evaluate_nli(model, pairs, show_progress=show)
+            print(name, json.dumps(results[name]))
         out.mkdir(parents=True, exist_ok=True)
         (out / "nli_report.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
         return 0

@@ -86,8 +86,8 @@ class CrossEncoderScorer:
             label = str(model).rstrip("/").split("/")[-1]
         if max_length is not None:
             # sentence-transformers >= 5 calls it max_seq_length (max_length is a deprecated alias)
-            name = "max_seq_length" if hasattr(type(self.model), "max_seq_length") else "max_length"
-            setattr(self.model, name, max_length)
+            attribute = "max_seq_length" if hasattr(type(self.model), "max_seq_length") else "max_length"
+            setattr(self.model, attribute, max_length)
         self.batch_size = batch_size
         self.name = name or f"cross-encoder:{label}"
 
