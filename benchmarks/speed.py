@@ -687,6 +687,11 @@ def main(argv=None):
         bench.results["systems"][bname]["attn_implementation"] = bb.attn_info()
         # --- sweeps (MiniLM; the recommendation rests on them)
         sweeps = set(args.sweeps.split(","))
+
+        def sweep(workload, specs, tag):
+            """A sweep: one repeat fewer than the main comparison, no score checks."""
+            bench.time_systems(bb, workload, specs, max(1, reps - 1), args.budget_s, tag, checks=False)
+
         if not big and "sweeps" not in skip:
             if (
                 "bslong" in sweeps and "W1" in W
@@ -700,15 +705,7 @@ def main(argv=None):
                     + [{"family": "ours_nli", "bs": 32}]
                     + [{"family": "ce", "bs": b} for b in (16, 32, 64)]
                 )
-                bench.time_systems(
-                    bb,
-                    W["W1"],
-                    specs,
-                    max(1, reps - 1),
-                    args.budget_s,
-                    "bs_long",
-                    checks=False,
-                )
+                sweep(W["W1"], specs, "bs_long")
             if (
                 "W3" in W and "ml" in sweeps
             ):  # token budget for short passages: max_length with a high passages cap
@@ -716,40 +713,16 @@ def main(argv=None):
                 specs = [
                     {"family": "ours", "ppp": 32, "ml": m} for m in (128, 256, 384, 512)
                 ]
-                bench.time_systems(
-                    bb,
-                    W["W3"],
-                    specs,
-                    max(1, reps - 1),
-                    args.budget_s,
-                    "ml_sweep",
-                    checks=False,
-                )
+                sweep(W["W3"], specs, "ml_sweep")
             if "W3" in W and "bs" in sweeps:
                 log(f"--- {bname} batch_size sweep on W3 (ppp 8) and W2 (default)")
                 specs = [{"family": "ours", "bs": b} for b in (1, 4, 16, 64)]
-                bench.time_systems(
-                    bb,
-                    W["W3"],
-                    specs,
-                    max(1, reps - 1),
-                    args.budget_s,
-                    "bs_sweep",
-                    checks=False,
-                )
+                sweep(W["W3"], specs, "bs_sweep")
             if "W2" in W and "bs" in sweeps:
                 specs = [{"family": "ours", "bs": b} for b in (1, 4, 16)] + [
                     {"family": "ce", "bs": b} for b in (8, 32)
                 ]
-                bench.time_systems(
-                    bb,
-                    W["W2"],
-                    specs,
-                    max(1, reps - 1),
-                    args.budget_s,
-                    "bs_sweep",
-                    checks=False,
-                )
+                sweep(W["W2"], specs, "bs_sweep")
             if "W3" in W and "cache" in sweeps:
                 log(f"--- {bname} token-id cache: cold vs warm on W3")
                 specs = [
@@ -771,15 +744,7 @@ def main(argv=None):
                     lw,
                     [{"family": "ours", "ppp": p} for p in ppps] + [{"family": "ce"}],
                 )
-                bench.time_systems(
-                    bb,
-                    lw,
-                    specs,
-                    max(1, reps - 1),
-                    args.budget_s,
-                    "length_sweep",
-                    checks=False,
-                )
+                sweep(lw, specs, "length_sweep")
         # --- int8 / compile
         if "quant" not in skip and not big:
             for wn in ("W2", "W3"):

@@ -313,14 +313,7 @@ def plots(res, out: Path) -> list[str]:
         ax.set_xlabel(
             "passages_per_pass (cap; long passages are limited by max_length=512)"
         )
-        ax.set_ylabel("passages / s")
-        ax.set_title(f"{bb}: throughput vs passages_per_pass (2 shared CPU cores)")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        p = out / f"speed_ppp_{bb}.png"
-        fig.savefig(p, dpi=120)
-        plt.close(fig)
-        made.append(p.name)
+        made.append(_finish(fig, ax, f"{bb}: throughput vs passages_per_pass (2 CPU cores)", out / f"speed_ppp_{bb}.png"))
     for bb, exps in res["summary"].items():
         ls = exps.get("length_sweep", {})
         if not ls:
@@ -342,15 +335,21 @@ def plots(res, out: Path) -> list[str]:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("passage length (tokens)")
-        ax.set_ylabel("passages / s")
-        ax.set_title(f"{bb}: throughput vs passage length")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        p = out / f"speed_length_{bb}.png"
-        fig.savefig(p, dpi=120)
-        plt.close(fig)
-        made.append(p.name)
+        made.append(_finish(fig, ax, f"{bb}: throughput vs passage length", out / f"speed_length_{bb}.png"))
     return ["\nPlots: " + ", ".join(made)] if made else []
+
+
+def _finish(fig, ax, title: str, path: Path) -> str:
+    """Label, lay out, save and close a throughput plot; its file name."""
+    import matplotlib.pyplot as plt
+
+    ax.set_ylabel("passages / s")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path.name
 
 
 def write_report(res: dict, out: Path) -> Path:
