@@ -688,7 +688,7 @@ def main(argv=None):
         # --- sweeps (MiniLM; the recommendation rests on them)
         sweeps = set(args.sweeps.split(","))
 
-        def sweep(workload, specs, tag):
+        def sweep(workload, specs, tag, bb=bb):
             """A sweep: one repeat fewer than the main comparison, no score checks."""
             bench.time_systems(bb, workload, specs, max(1, reps - 1), args.budget_s, tag, checks=False)
 

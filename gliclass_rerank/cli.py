@@ -6,7 +6,6 @@ import argparse
 import importlib
 import json
 import sys
-from pathlib import Path
 from typing import Sequence
 
 # Subcommands that live in optional modules: name -> (module, help). Each module offers
@@ -40,7 +39,11 @@ def read_passages(path: str) -> list[str]:
     return passages
 
 
-def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+PACKING_OPTIONS = ("passages_per_pass", "target_length", "max_length", "batch_size")
+
+
+def add_model_arguments(parser) -> None:
+    """`--model`, `--device`, `--dtype` and the packing knobs (a parser or an argument group); shared with `serve`."""
     parser.add_argument("--model", required=True, help="GLiClass checkpoint: local folder or Hugging Face Hub id")
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
     parser.add_argument("--dtype", default="auto", help="auto, float32, float16, bfloat16")
@@ -51,21 +54,17 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="most packed sequences per forward pass")
 
 
+def model_options(args: argparse.Namespace) -> dict:
+    """The packing knobs given on the command line (unset ones keep the library defaults)."""
+    return {key: getattr(args, key) for key in PACKING_OPTIONS if getattr(args, key) is not None}
+
+
 def _rerank(args: argparse.Namespace) -> int:
     from .reranker import GLiClassReranker
 
     passages = read_passages(args.passages)
-    options = {
-        key: value
-        for key, value in (
-            ("passages_per_pass", args.passages_per_pass),
-            ("target_length", args.target_length),
-            ("max_length", args.max_length),
-            ("batch_size", args.batch_size),
-        )
-        if value is not None
-    }
-    reranker = GLiClassReranker.from_pretrained(args.model, device=args.device, dtype=args.dtype, **options)
+    reranker = GLiClassReranker.from_pretrained(args.model, device=args.device, dtype=args.dtype,
+                                                **model_options(args))
     results = reranker.rerank(args.query, passages, top_n=args.top_n, threshold=args.threshold, mode=args.mode)
     for position, result in enumerate(results, start=1):
         record = {"rank": position, "index": result.index, "score": result.score}
@@ -82,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     rerank = commands.add_parser("rerank", help="rerank passages for one query, print JSON lines")
-    _add_model_arguments(rerank)
+    add_model_arguments(rerank)
     rerank.add_argument("--query", required=True, help="the query")
     rerank.add_argument("--passages", required=True, help="JSON-lines file of passages (strings or {text}); - = stdin")
     rerank.add_argument("--top-n", type=int, default=None, help="print at most N results")

@@ -18,7 +18,7 @@ Sequences are then batched in length order, by a token budget, so that little pa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -185,14 +185,6 @@ def plan_batches(
     if current:
         batches.append(current)
     return batches
-
-
-def make_batches(
-    sequences: Sequence[PackedSequence], batch_size: int, pad_id: int, max_batch_tokens: int | None = None
-) -> Iterator[PackedBatch]:
-    """Padded batches of `sequences`, planned by `plan_batches`."""
-    for indices in plan_batches(sequences, batch_size, max_batch_tokens):
-        yield collate([sequences[i] for i in indices], pad_id)
 
 
 def collate(chunk: list[PackedSequence], pad_id: int) -> PackedBatch:

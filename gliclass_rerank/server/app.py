@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import math
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -308,11 +307,6 @@ async def _run_unless_disconnected(request: Request, coro: Awaitable[Any]) -> An
     raise ClientDisconnected()
 
 
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-7), 1 - 1e-7)
-    return math.log(p / (1 - p))
-
-
 # ----------------------------------------------------------------------------------------------
 # The app factory
 
@@ -536,7 +530,7 @@ def create_app(
                                     "truncate is false", field=f"texts[{cut[0]}]", error_type="Validation")
         out = []
         for r in results:
-            item = {"index": r.index, "score": (float(r.logit) if r.logit is not None else _logit(float(r.score))) if body.raw_scores else float(r.score)}
+            item = {"index": r.index, "score": float(r.logit) if body.raw_scores else float(r.score)}
             if body.return_text:
                 item["text"] = body.texts[r.index]
             out.append(item)

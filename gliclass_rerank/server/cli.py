@@ -6,20 +6,14 @@ import argparse
 import logging
 import os
 
+from ..cli import add_model_arguments, model_options
 from .app import DEFAULT_MAX_BODY_BYTES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``gliclass-rerank serve``."""
     m = parser.add_argument_group("model")
-    m.add_argument("--model", required=True, help="GLiClass checkpoint: local folder or Hugging Face Hub id")
-    m.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    m.add_argument("--dtype", default="auto", help="auto, float32, float16, bfloat16")
-    m.add_argument("--passages-per-pass", type=int, default=None, help="passages packed per sequence")
-    m.add_argument("--target-length", type=int, default=None,
-                   help="listwise packing target: passages join a sequence while it stays within this (default 320)")
-    m.add_argument("--max-length", type=int, default=None, help="hard cap on a packed sequence's tokens")
-    m.add_argument("--batch-size", type=int, default=None, help="most packed sequences per forward pass")
+    add_model_arguments(m)
     m.add_argument("--served-model-name", default=None,
                    help="name reported by /info and echoed as `model` (default: --model)")
     m.add_argument("--check-model-name", action="store_true",
@@ -73,11 +67,7 @@ def _app_options(args: argparse.Namespace) -> dict:
 
 
 def _model_options(args: argparse.Namespace) -> dict:
-    opts = {"device": args.device, "dtype": args.dtype}
-    for key in ("passages_per_pass", "target_length", "max_length", "batch_size"):
-        value = getattr(args, key)
-        if value is not None:
-            opts[key] = value
+    opts = {"device": args.device, "dtype": args.dtype, **model_options(args)}
     return opts
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from ray import serve
 
 from .app import create_app
-from .batching import LISTWISE, NLI, Job, run_listwise, run_nli
+from .batching import LISTWISE, Job, run_listwise, run_nli
 
 DEFAULT_MAX_BATCH_TOKENS = 8192
 DEFAULT_BATCH_WAIT_S = 0.005

@@ -3,7 +3,6 @@ request finish before the process exits."""
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
