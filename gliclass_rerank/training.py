@@ -50,6 +50,7 @@ from .config import LABEL_TOKEN, SEP_TOKEN, GLiClassConfig
 from .loading import load_model, load_tokenizer, save_pretrained
 from .modeling import GLiClassUniEncoder
 from .packing import Layout, collate, pack_task
+from .reranker import DEFAULT_TARGET_LENGTH
 from .runtime import resolve_device
 from .tokenization import PieceTokenizer, TokenizedPiece
 
@@ -293,16 +294,23 @@ def make_groups(
 
 
 class GroupCollator:
-    """Tokenises and packs training groups exactly as `GLiClassReranker` packs inference calls."""
+    """Tokenises and packs training groups exactly as `GLiClassReranker` packs inference calls.
+
+    `passages_per_pass` and `target_length` mean what they mean for the reranker, so a model trained with
+    the reranker's settings sees sequences laid out as it will at inference (None: no target, as the
+    reranker's NLI mode).
+    """
 
     def __init__(self, tokenizer, config: GLiClassConfig, max_length: int = 512, max_query_tokens: int = 64,
-                 max_passage_tokens: int | None = None, passages_per_pass: int | None = None) -> None:
+                 max_passage_tokens: int | None = None, passages_per_pass: int | None = None,
+                 target_length: int | None = None) -> None:
         self.pieces = PieceTokenizer(tokenizer, config, max_piece_tokens=max_length)
         self.layout = Layout.from_tokenizer(self.pieces)
         self.max_length = max_length
         self.max_query_tokens = max_query_tokens
         self.max_passage_tokens = max_passage_tokens
         self.passages_per_pass = passages_per_pass
+        self.target_length = target_length
 
     def __call__(self, groups: Sequence[tuple[str, list[str], list[float]]]):
         """(batch, targets): a PackedBatch and the float targets of its real labels, in row-major order."""
@@ -313,7 +321,7 @@ class GroupCollator:
             if self.max_passage_tokens is not None:
                 pieces = [TokenizedPiece(p.ids[: self.max_passage_tokens], p.cut) for p in pieces]
             cap = self.passages_per_pass or len(pieces) or 1
-            packed, _ = pack_task(task, text_ids, pieces, self.layout, self.max_length, cap)
+            packed, _ = pack_task(task, text_ids, pieces, self.layout, self.max_length, cap, self.target_length)
             sequences.extend(packed)
             targets_per_task.append(targets)
         batch = collate(sequences, self.layout.pad_id)
@@ -334,6 +342,7 @@ class TrainArgs:
     split: str = "train"
     mode: str = "listwise"
     passages_per_pass: int = 4
+    target_length: int | None = DEFAULT_TARGET_LENGTH  # listwise only, as at inference; None packs to max_length
     group_size: int = 4
     max_positives: int = 1
     negatives: int = 30
@@ -487,7 +496,7 @@ class Trainer:
                                           args.passages_per_pass)
         else:
             self.collator = GroupCollator(tokenizer, model.config, args.max_length, args.max_query_tokens,
-                                          args.max_passage_tokens, args.passages_per_pass)
+                                          args.max_passage_tokens, args.passages_per_pass, args.target_length)
         self.bias = torch.nn.Parameter(torch.zeros((), device=self.device)) if args.train_bias else None
         self.step_callback = step_callback
         self.history: list[dict] = []
@@ -697,6 +706,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=("listwise", "nli"), default=d.mode)
     parser.add_argument("--passages-per-pass", type=int, default=d.passages_per_pass,
                         help="labels packed per sequence (as at inference)")
+    parser.add_argument("--target-length", type=int, default=d.target_length,
+                        help="listwise packing target in tokens, as at inference (0: pack up to --max-length)")
     parser.add_argument("--group-size", type=int, default=d.group_size,
                         help="labels drawn per text per step (positives + negatives)")
     parser.add_argument("--max-positives", type=int, default=d.max_positives, help="positives per group (retrieval)")
@@ -735,7 +746,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     train_args = TrainArgs(
         init=args.init, output_dir=args.output_dir, train=list(args.train), split=args.split, mode=args.mode,
-        passages_per_pass=args.passages_per_pass, group_size=args.group_size, max_positives=args.max_positives, negatives=args.negatives,
+        passages_per_pass=args.passages_per_pass, target_length=args.target_length or None,
+        group_size=args.group_size, max_positives=args.max_positives, negatives=args.negatives,
         bm25_depth=args.bm25_depth, max_length=args.max_length, max_query_tokens=args.max_query_tokens,
         max_passage_tokens=args.max_passage_tokens, batch_size=args.batch_size, grad_accum=args.grad_accum,
         epochs=args.epochs, max_steps=args.max_steps, encoder_lr=args.encoder_lr, head_lr=args.head_lr,

@@ -150,6 +150,30 @@ def test_saved_model_loads_here_and_upstream(init_dir):
     assert torch.allclose(up.logits[0, : len(PASSAGES)], our_logits, atol=1e-4), (up.logits, our_logits)
 
 
+def test_collator_packs_as_the_reranker_does(init_dir):
+    """Training sequences are laid out as inference lays them out, packing target included."""
+    reranker = GLiClassReranker.from_pretrained(init_dir, device="cpu", dtype="float32", passages_per_pass=4,
+                                                target_length=40)
+    passages = [p + " " + p for p in PASSAGES] + [PASSAGES[0]]  # ~25 tokens each: the target splits the group
+    collator = GroupCollator(reranker.tokenizer, reranker.config, 512, reranker.max_query_tokens, None,
+                             reranker.passages_per_pass, reranker.target_length)
+    batch, _ = collator([(QUERY, passages, [1.0, 0.0, 0.0, 0.0])])
+    assert batch.input_ids.shape[0] == len(passages)  # one passage per sequence under a 40-token target
+    untargeted, _ = GroupCollator(reranker.tokenizer, reranker.config, 512, reranker.max_query_tokens, None, 4)(
+        [(QUERY, passages, [1.0, 0.0, 0.0, 0.0])])
+    assert untargeted.input_ids.shape[0] == 1
+    with torch.no_grad():
+        logits = reranker.model(batch)[batch.label_mask]
+    expected = reranker.score(QUERY, passages, raw=True)
+    np.testing.assert_allclose(logits.numpy(), expected, atol=1e-5)
+
+
+def test_train_args_default_to_the_reranker_packing_target():
+    from gliclass_rerank.reranker import DEFAULT_TARGET_LENGTH
+
+    assert TrainArgs(init="x", output_dir="y").target_length == DEFAULT_TARGET_LENGTH
+
+
 TOPICS = {
     "sports": ["The football team won the championship after a dramatic penalty shootout.",
                "The tennis match lasted five hours before the champion finally won.",
