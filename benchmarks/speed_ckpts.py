@@ -107,8 +107,6 @@ def max_positions(name: str) -> int:
 def build(name: str, root: Path = DEFAULT_ROOT, seed: int = 0) -> tuple[Path, Path]:
     """Write (or reuse) `<root>/<name>` (GLiClass) and `<root>/<name>-ce` (cross-encoder). Returns both paths."""
     import torch
-    from gliclass.config import GLiClassModelConfig
-    from gliclass.model import GLiClassModel
     from transformers import AutoModelForSequenceClassification
 
     root = Path(root)
@@ -130,7 +128,7 @@ def build(name: str, root: Path = DEFAULT_ROOT, seed: int = 0) -> tuple[Path, Pa
     tok.add_tokens(["<<LABEL>>", "<<SEP>>"], special_tokens=True)
     tok.model_max_length = max_positions(name)
     enc_cfg = backbone_config(name, len(tok), pad_id, cls_id, sep_id)
-    cfg = GLiClassModelConfig(
+    fields = dict(
         encoder_config=enc_cfg.to_dict(),
         # recorded for information only (upstream joins it into a path); nothing is downloaded
         encoder_model=HUB_IDS[name],
@@ -140,10 +138,21 @@ def build(name: str, root: Path = DEFAULT_ROOT, seed: int = 0) -> tuple[Path, Pa
         architecture_type="uni-encoder",
         max_num_classes=1024,
     )
-    model = GLiClassModel(cfg).eval()
     gl_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(gl_dir))
-    tok.save_pretrained(str(gl_dir))
+    try:
+        from gliclass.config import GLiClassModelConfig
+        from gliclass.model import GLiClassModel
+    except ImportError:  # upstream not importable here (another transformers): the same format, our code
+        from gliclass_rerank.config import GLiClassConfig
+        from gliclass_rerank.loading import save_pretrained
+        from gliclass_rerank.modeling import GLiClassUniEncoder
+
+        model = GLiClassUniEncoder(GLiClassConfig.from_dict(dict(fields, model_type="GLiClass"))).eval()
+        save_pretrained(model, tok, gl_dir)
+    else:
+        model = GLiClassModel(GLiClassModelConfig(**fields)).eval()
+        model.save_pretrained(str(gl_dir))
+        tok.save_pretrained(str(gl_dir))
     del model
 
     # Cross-encoder: same backbone architecture, 1-logit head, base tokenizer (no extra tokens).

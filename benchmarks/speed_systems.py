@@ -41,6 +41,8 @@ def spec_name(spec: dict) -> str:
         bits.append(f"tl{spec['tl'] or 'none'}")
     if "mbt" in spec:
         bits.append(f"mbt{spec['mbt'] or 'none'}")
+    if spec.get("dtype") and spec["dtype"] != "float32":
+        bits.append(spec["dtype"])
     if spec.get("quantize"):
         bits.append(spec["quantize"])
     if spec.get("compile"):
@@ -53,24 +55,41 @@ def spec_name(spec: dict) -> str:
 class Backbone:
     """Everything loaded once per backbone and shared between the systems that can share it."""
 
-    def __init__(self, name: str, gl_dir, ce_dir):
+    def __init__(self, name: str, gl_dir, ce_dir, device: str = "cpu"):
         self.name, self.gl_dir, self.ce_dir = name, str(gl_dir), str(ce_dir)
-        self._core_model = None
+        self.device = device  # "cpu" or "cuda": every system of this backbone runs there
+        self._core_models: dict = {}  # dtype -> model (a reranker casts its model in place: one per dtype)
         self._tok = None
-        self._upstream_model = None
+        self._upstream_models: dict = {}
         self._upstream_tok = None
-        self._ce = None
+        self._ces: dict = {}
         self._wrappers = {}
 
+    @property
+    def _core_model(self):
+        return self._core_models.get("float32") or next(iter(self._core_models.values()), None)
+
+    @property
+    def _upstream_model(self):
+        return self._upstream_models.get("float32") or next(iter(self._upstream_models.values()), None)
+
+    @property
+    def _ce(self):
+        return self._ces.get("float32") or next(iter(self._ces.values()), None)
+
+    @property
+    def pipeline_device(self) -> str:
+        return "cuda:0" if self.device.startswith("cuda") else "cpu"
+
     # ---------------------------------------------------------------- ours
-    def core(self):
+    def core(self, dtype: str = "float32"):
         from gliclass_rerank.loading import load_config, load_model, load_tokenizer
 
-        if self._core_model is None:
+        if dtype not in self._core_models:
             cfg = load_config(self.gl_dir)
-            self._core_model = load_model(self.gl_dir, config=cfg)
+            self._core_models[dtype] = load_model(self.gl_dir, config=cfg)
             self._tok = load_tokenizer(self.gl_dir)
-        return self._core_model, self._tok
+        return self._core_models[dtype], self._tok
 
     def ours(self, spec: dict):
         """A `GLiClassReranker`; fp32 ones share one model (the wrapper only adds packing options)."""
@@ -85,6 +104,7 @@ class Backbone:
             spec.get("quantize"),
             bool(spec.get("compile")),
             bool(spec.get("warm_cache")),
+            spec.get("dtype", "float32"),
         )
         if key in self._wrappers:
             return self._wrappers[key]
@@ -104,19 +124,19 @@ class Backbone:
             # these replace model.encoder_model: never on the shared model
             r = GLiClassReranker.from_pretrained(
                 self.gl_dir,
-                device="cpu",
-                dtype="float32",
+                device=self.device,
+                dtype=spec.get("dtype", "float32"),
                 quantize=spec.get("quantize"),
                 compile=bool(spec.get("compile")),
                 **opts,
             )
         else:
-            model, tok = self.core()
+            model, tok = self.core(spec.get("dtype", "float32"))
             r = GLiClassReranker(
                 model,
                 tok,
-                device="cpu",
-                dtype="float32",
+                device=self.device,
+                dtype=spec.get("dtype", "float32"),
                 name_or_path=self.gl_dir,
                 **opts,
             )
@@ -124,23 +144,26 @@ class Backbone:
         return r
 
     # ---------------------------------------------------------------- upstream
-    def upstream(self):
-        if self._upstream_model is None:
+    def upstream(self, dtype: str = "float32"):
+        if dtype not in self._upstream_models:
             from gliclass import GLiClassModel
             from transformers import AutoTokenizer
             from transformers.utils import logging as tlog
 
             tlog.set_verbosity_error()
-            self._upstream_model = GLiClassModel.from_pretrained(self.gl_dir).eval()
+            model = GLiClassModel.from_pretrained(self.gl_dir).eval()
+            # upstream has no dtype option: a GPU user casts the loaded model
+            self._upstream_models[dtype] = model.to(getattr(torch, dtype))
             self._upstream_tok = AutoTokenizer.from_pretrained(self.gl_dir)
-        return self._upstream_model, self._upstream_tok
+        return self._upstream_models[dtype], self._upstream_tok
 
-    def ce(self):
-        if self._ce is None:
+    def ce(self, dtype: str = "float32"):
+        if dtype not in self._ces:
             from sentence_transformers import CrossEncoder
 
-            self._ce = CrossEncoder(self.ce_dir, num_labels=1, device="cpu")
-        return self._ce
+            kwargs = {} if dtype == "float32" else {"model_kwargs": {"dtype": getattr(torch, dtype)}}
+            self._ces[dtype] = CrossEncoder(self.ce_dir, num_labels=1, device=self.device, **kwargs)
+        return self._ces[dtype]
 
     def attn_info(self) -> dict:
         out = {}
@@ -259,7 +282,7 @@ class Upstream(System):
     def prepare(self):
         from gliclass import ZeroShotClassificationPipeline
 
-        model, tok = self.bb.upstream()
+        model, tok = self.bb.upstream(self.spec.get("dtype", "float32"))
         preset = self.spec.get(
             "_preset"
         )  # memory child: plans computed by the parent, no core model loaded
@@ -271,11 +294,12 @@ class Upstream(System):
                 for k, v in preset["plans"].items()
             }
         else:
-            self.r = self.bb.ours(dict(self.spec, family="ours"))
+            # grouping only: the fp32 wrapper packs exactly as any other dtype's
+            self.r = self.bb.ours(dict(self.spec, family="ours", dtype="float32"))
             self.bs, ml = self.r.batch_size, self.r.max_length
             self._plans = {}
         self.pipe = ZeroShotClassificationPipeline(
-            model, tok, max_length=ml, device="cpu", progress_bar=False
+            model, tok, max_length=ml, device=self.bb.pipeline_device, progress_bar=False
         )
         self.info = {"batch_size": self.bs, "max_length": ml}
 
@@ -328,7 +352,7 @@ class Chunking(System):
     def prepare(self):
         from gliclass import ZeroShotClassificationWithChunkingPipeline
 
-        model, tok = self.bb.upstream()
+        model, tok = self.bb.upstream(self.spec.get("dtype", "float32"))
         preset = self.spec.get("_preset")
         if preset:
             self.r = None
@@ -338,11 +362,11 @@ class Chunking(System):
                 dict(preset["k"]),
             )
         else:
-            self.r = self.bb.ours(dict(self.spec, family="ours"))
+            self.r = self.bb.ours(dict(self.spec, family="ours", dtype="float32"))
             self.bs, ml, self._k = self.r.batch_size, self.r.max_length, {}
         self.ml = ml
         self.pipe = ZeroShotClassificationWithChunkingPipeline(
-            model, tok, max_length=ml, device="cpu", progress_bar=False
+            model, tok, max_length=ml, device=self.bb.pipeline_device, progress_bar=False
         )
         self.info = {"batch_size": self.bs, "max_length": ml}
 
@@ -398,7 +422,7 @@ class Chunking(System):
 
 class CE(System):
     def prepare(self):
-        self.ce = self.bb.ce()
+        self.ce = self.bb.ce(self.spec.get("dtype", "float32"))
         self.bs = self.spec.get("bs") or 32
         self.info = {"batch_size": self.bs, "max_length": self.ce.max_length}
 
