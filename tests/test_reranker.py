@@ -207,6 +207,20 @@ def test_scores_do_not_depend_on_batching_knobs(tiny_model_dir, reranker):
         np.testing.assert_allclose(other.score(QUERY, passages), default, atol=1e-5)
 
 
+def test_batch_defaults_follow_the_device(tiny_model_dir):
+    import torch
+
+    from gliclass_rerank.reranker import batch_defaults
+
+    assert batch_defaults(torch.device("cpu"), None, "auto") == (64, 8192)
+    assert batch_defaults(torch.device("cuda"), None, "auto") == (256, 65536)
+    assert batch_defaults(torch.device("cuda"), 8, None) == (8, None)  # what the caller sets is kept
+    model = GLiClassReranker.from_pretrained(tiny_model_dir, device="cpu")
+    assert (model.batch_size, model.max_batch_tokens) == (64, 8192)
+    with pytest.raises(ValueError, match="max_batch_tokens='lots'"):
+        GLiClassReranker.from_pretrained(tiny_model_dir, device="cpu", max_batch_tokens="lots")
+
+
 def test_packing_target_applies_to_listwise_only(tiny_model_dir):
     model = GLiClassReranker.from_pretrained(tiny_model_dir, device="cpu", target_length=24)
     calls = []
