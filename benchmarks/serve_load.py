@@ -14,9 +14,12 @@ into it; loaded lazily, once; payloads are a pure function of ``--seed``):
 - ``short100``: 1 TrecQA question (``trecqa/train.jsonl`` + ``dev.jsonl``) x 100 one-sentence candidate
   answers: the question's own candidates, filled up to 100 with candidates drawn at random from the other
   questions, shuffled.
+- ``short10``: the same with 10 candidates: a request that cannot fill a forward pass alone, where
+  cross-request batching has work to merge.
 
 Servers: ``batch`` (cross-request batching on), ``nobatch`` (off), ``ray2`` (Ray Serve, two
-replicas, needs ``ray[serve]``), ``infinity`` (infinity-emb serving a sentence-transformers
+replicas, needs ``ray[serve]``), ``ray1`` / ``ray1-nobatch`` (one Ray Serve replica with its
+``@serve.batch`` batching on / off: Ray's batcher head-to-head with ours), ``infinity`` (infinity-emb serving a sentence-transformers
 CrossEncoder on the SAME backbone as the GLiClass checkpoint: needs ``--infinity-python``; see below).
 Our servers are loaded through ``--api`` (default Cohere ``/v2/rerank``); infinity through its
 Cohere-style ``POST /rerank`` ({model, query, documents, return_documents}). Each server uses torch's
@@ -68,7 +71,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 DATA_ROOT = HERE.parent.parent / "shared" / "data"  # ../shared/data relative to the repo
-REAL20_DOCS, REAL20_WORDS, SHORT100_DOCS = 20, 200, 100
+REAL20_DOCS, REAL20_WORDS, SHORT100_DOCS, SHORT10_DOCS = 20, 200, 100, 10
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -175,12 +178,12 @@ def real20(rng: random.Random, data: TextData) -> tuple[str, list[str]]:
     return query, [docs[d] for d in ids]
 
 
-def short100(rng: random.Random, data: TextData) -> tuple[str, list[str]]:
+def short100(rng: random.Random, data: TextData, n: int = SHORT100_DOCS) -> tuple[str, list[str]]:
     questions, pool = data.trecqa()
     query, own = rng.choice(questions)
-    texts = own[:SHORT100_DOCS]
+    texts = own[:n]
     have = set(texts)
-    while len(texts) < SHORT100_DOCS:  # pool candidates across questions
+    while len(texts) < n:  # pool candidates across questions
         t = rng.choice(pool)
         if t not in have:
             have.add(t)
@@ -189,7 +192,12 @@ def short100(rng: random.Random, data: TextData) -> tuple[str, list[str]]:
     return query, texts
 
 
-SCENARIOS = {"real20": real20, "short100": short100}
+def short10(rng: random.Random, data: TextData) -> tuple[str, list[str]]:
+    """A request too small to fill a forward pass alone (one packed sequence of ~10 sentences)."""
+    return short100(rng, data, SHORT10_DOCS)
+
+
+SCENARIOS = {"real20": real20, "short100": short100, "short10": short10}
 
 
 # ------------------------------------------------------------------------------------------- APIs
@@ -252,10 +260,12 @@ def gliclass_command(model: str, kind: str, port: int, extra: list[str]) -> list
     cmd = [sys.executable, "-m", "gliclass_rerank.server.cli", "--model", model, "--device", "cpu",
            "--dtype", "float32", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
            "--max-queue-tokens", "10000000", "--max-queue-requests", "100000", *extra]
-    if kind == "nobatch":
+    if kind.endswith("nobatch"):
         cmd.append("--no-batching")
     if kind == "ray2":
         cmd += ["--ray", "--replicas", "2", "--num-cpus", "1"]
+    if kind.startswith("ray1"):  # one replica: Ray Serve's @serve.batch against our own batcher
+        cmd += ["--ray", "--replicas", "1", "--num-cpus", "2"]
     return cmd
 
 
@@ -393,7 +403,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None,
                     help="GLiClass checkpoint folder (default: a tiny random checkpoint built in a temp folder)")
-    ap.add_argument("--servers", nargs="+", default=None, choices=["batch", "nobatch", "ray2", "infinity"],
+    ap.add_argument("--servers", nargs="+", default=None, choices=["batch", "nobatch", "ray2", "ray1", "ray1-nobatch", "infinity"],
                     help="server configurations to start, in order (default: batch nobatch ray2, plus "
                          "infinity when --infinity-python is given)")
     ap.add_argument("--scenarios", nargs="+", default=["real20", "short100"], choices=list(SCENARIOS),
@@ -492,11 +502,11 @@ def main() -> int:
     else:
         ce_model = args.infinity_model
         for kind in servers:
-            if kind == "ray2":
+            if kind.startswith("ray"):
                 try:
                     import ray  # noqa: F401
                 except ImportError:
-                    print("# ray2 skipped: ray[serve] not installed", flush=True)
+                    print(f"# {kind} skipped: ray[serve] not installed", flush=True)
                     continue
             if kind == "infinity":
                 if ce_model is None:

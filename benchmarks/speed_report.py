@@ -13,6 +13,12 @@ TARGETS_UP = {"W1": 2.0, "W2": 2.0, "W3": 3.0}
 TARGETS_CE = {"W1": 1.0, "W3": 1.5, "W5": 4.0}
 
 
+def _groups(s: dict) -> str:
+    """'sequences (mean passages per sequence)' from a system's info, or ''."""
+    info = s.get("info", {})
+    return f"{info['groups']} ({info['mean_group']})" if "groups" in info else ""
+
+
 def _f(x, nd=1):
     if x is None:
         return "-"
@@ -53,12 +59,7 @@ def main_tables(res) -> list[str]:
                     if ce and s["family"] in ("ours", "ours_nli")
                     else ""
                 )
-                info = s.get("info", {})
-                grp = (
-                    f"{info['groups']} ({info['mean_group']})"
-                    if "groups" in info
-                    else ""
-                )
+                grp = _groups(s)
                 out.append(
                     f"| {wn} | {name} | {_thr(s)} | {_f(s['median_per_cpu_s'])} | {grp} | {r_up} | {r_ce} |"
                 )
@@ -170,12 +171,7 @@ def sweep(res, exp, title) -> list[str]:
             out.append("| system | units/s | per CPU-s | sequences (mean group) |")
             out.append("|---|---|---|---|")
             for name, s in systems.items():
-                info = s.get("info", {})
-                grp = (
-                    f"{info['groups']} ({info['mean_group']})"
-                    if "groups" in info
-                    else ""
-                )
+                grp = _groups(s)
                 out.append(
                     f"| {name} | {_thr(s)} | {_f(s['median_per_cpu_s'])} | {grp} |"
                 )
