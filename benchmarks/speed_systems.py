@@ -65,17 +65,24 @@ class Backbone:
         self._ces: dict = {}
         self._wrappers = {}
 
+    @staticmethod
+    def _any(loaded: dict):
+        """The float32 one if loaded, else any (for `attn_info`), else None."""
+        if "float32" in loaded:
+            return loaded["float32"]
+        return next(iter(loaded.values()), None)
+
     @property
     def _core_model(self):
-        return self._core_models.get("float32") or next(iter(self._core_models.values()), None)
+        return self._any(self._core_models)
 
     @property
     def _upstream_model(self):
-        return self._upstream_models.get("float32") or next(iter(self._upstream_models.values()), None)
+        return self._any(self._upstream_models)
 
     @property
     def _ce(self):
-        return self._ces.get("float32") or next(iter(self._ces.values()), None)
+        return self._any(self._ces)
 
     @property
     def pipeline_device(self) -> str:
