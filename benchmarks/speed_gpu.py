@@ -39,7 +39,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import speed_ckpts  # noqa: E402
 from speed_data import DATA_ROOT, Corpus, build_workloads, linear_workload  # noqa: E402
-from speed_systems import Backbone, make_system, max_abs_diff, quiet  # noqa: E402
+from speed_systems import Backbone, make_system, max_abs_diff, quiet, spec_name  # noqa: E402
 
 SYSTEMS = [
     {"family": "ours", "dtype": "float32"},
@@ -218,8 +218,6 @@ def main(argv=None) -> int:
             bb = Backbone(bname, gl_dir, ce_dir, device=args.device)
             specs = SYSTEMS
             systems = {}
-            from speed_systems import spec_name
-
             for spec in specs:
                 name = spec_name(spec)
                 if args.systems and name not in args.systems.split(","):

@@ -35,6 +35,7 @@ from .rerankers import (
     GLiClassScorer,
     Reranker,
     build_reranker,
+    parse_system_spec,
     score_all,
 )
 
@@ -127,11 +128,13 @@ def run(args: argparse.Namespace) -> int:
         # Entailment scoring is GLiClass-only: --model paths and gliclass / gliclass-nli --system specs.
         named = [(path, path) for path in args.model]
         for spec in args.system:
-            kind, _, rest = spec.partition(":")
-            if kind not in ("gliclass", "gliclass-nli") or not rest:
+            try:
+                kind, path, name = parse_system_spec(spec)
+            except ValueError:
+                kind = None
+            if kind not in ("gliclass", "gliclass-nli"):
                 raise SystemExit(f"--system {spec!r}: NLI files are scored by GLiClass models only "
                                  "(gliclass:PATH[@NAME] or gliclass-nli:PATH[@NAME])")
-            path, _, name = rest.partition("@")
             named.append((name or path, path))
         if not named:
             raise SystemExit("NLI evaluation needs a model: --model PATH or --system gliclass:PATH[@NAME]")

@@ -169,6 +169,15 @@ class EmbeddingScorer:
 SYSTEM_KINDS = ("gliclass", "gliclass-nli", "cross-encoder", "embedding")
 
 
+def parse_system_spec(spec: str) -> tuple[str, str, str | None]:
+    """(kind, path, name or None) from `KIND:PATH[@NAME]`; a ValueError names a malformed spec."""
+    kind, sep, rest = spec.partition(":")
+    if not sep or kind not in SYSTEM_KINDS or not rest:
+        raise ValueError(f"system {spec!r}: expected KIND:PATH with KIND in {SYSTEM_KINDS}")
+    path, _, name = rest.partition("@")
+    return kind, path, name or None
+
+
 def build_reranker(spec: str, **options):
     """A reranker from a spec string `KIND:PATH[@NAME]`.
 
@@ -176,11 +185,7 @@ def build_reranker(spec: str, **options):
     holds knobs (device, dtype, batch_size, max_length, passages_per_pass, max_passage_tokens, quantize);
     each reranker takes the ones it knows.
     """
-    kind, sep, rest = spec.partition(":")
-    if not sep or kind not in SYSTEM_KINDS or not rest:
-        raise ValueError(f"system {spec!r}: expected KIND:PATH with KIND in {SYSTEM_KINDS}")
-    path, _, name = rest.partition("@")
-    name = name or None
+    kind, path, name = parse_system_spec(spec)
     if kind in ("gliclass", "gliclass-nli"):
         keys = ("device", "dtype", "batch_size", "max_length", "passages_per_pass", "max_passage_tokens",
                 "max_query_tokens", "quantize")
