@@ -61,7 +61,8 @@ class GLiClassReranker:
             ~9 to a sequence and ~200-token passages one per sequence, the fastest layouts measured on CPU.
             None packs up to `max_length`. NLI mode and `classify` read each text once with all its labels.
         max_length: hard cap on a packed sequence's tokens (default: min(512, the backbone's positions)).
-        max_query_tokens: the query's budget (listwise: the text; NLI: the hypothesis).
+        max_query_tokens: the query's budget (listwise: the text; NLI: the hypothesis; `classify`: each
+            label). Longer ones are cut, with a warning logged once. None: 64, or what `max_length` leaves.
         max_passage_tokens: each passage's budget; None gives a passage whatever a sequence has room for.
             Cut passages are reported (`RerankResult.truncated`), never silently dropped.
         batch_size: most packed sequences per forward pass (None: 64 on CPU, 256 on CUDA).
@@ -82,7 +83,7 @@ class GLiClassReranker:
         passages_per_pass: int | None = None,
         target_length: int | None = DEFAULT_TARGET_LENGTH,
         max_length: int | None = None,
-        max_query_tokens: int = DEFAULT_MAX_QUERY_TOKENS,
+        max_query_tokens: int | None = None,
         max_passage_tokens: int | None = None,
         batch_size: int | None = None,
         max_batch_tokens: int | Literal["auto"] | None = "auto",
@@ -103,7 +104,6 @@ class GLiClassReranker:
         if passages_per_pass is None:
             passages_per_pass = DEFAULT_PASSAGES_PER_PASS
         self.passages_per_pass = _positive_int("passages_per_pass", passages_per_pass)
-        self.max_query_tokens = _positive_int("max_query_tokens", max_query_tokens)
         self.max_passage_tokens = None if max_passage_tokens is None else _positive_int(
             "max_passage_tokens", max_passage_tokens
         )
@@ -118,8 +118,19 @@ class GLiClassReranker:
         self.tokenizer = tokenizer
         self.pieces = PieceTokenizer(tokenizer, self.config, max_piece_tokens=self.max_length)
         self.layout = Layout.from_tokenizer(self.pieces)
+        # the query (or a hypothesis) plus one <<LABEL>> marker and one passage token must fit a sequence
+        room = self.max_length - self.layout.overhead - 2
+        if max_query_tokens is None:
+            max_query_tokens = max(1, min(DEFAULT_MAX_QUERY_TOKENS, room))
+        self.max_query_tokens = _positive_int("max_query_tokens", max_query_tokens)
+        if self.max_query_tokens > room:
+            raise ValueError(
+                f"max_query_tokens={self.max_query_tokens} leaves no room for a passage in max_length="
+                f"{self.max_length} (at most {room}): lower max_query_tokens or raise max_length"
+            )
         self.model = self._prepare(model, quantize, compile)
         self._lock = threading.Lock()
+        self._warned_query_cut = False
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -259,6 +270,10 @@ class GLiClassReranker:
         premise i and its hypothesis j.
         """
         _check_strings("premises", premises)
+        if isinstance(hypotheses, str) or not isinstance(hypotheses, Sequence):
+            # a bare string is a Sequence too, and would be read as one claim per character
+            raise TypeError(f"hypotheses must be a list of strings (or one list per premise), "
+                            f"got {type(hypotheses).__name__}: {hypotheses!r:.80}")
         if hypotheses and all(isinstance(h, str) for h in hypotheses):
             per_premise = [list(hypotheses)] * len(premises)
         else:
@@ -267,6 +282,8 @@ class GLiClassReranker:
                     f"hypotheses: got {len(hypotheses)} lists for {len(premises)} premises "
                     "(give one list per premise, or one flat list for all)"
                 )
+            for i, claims in enumerate(hypotheses):
+                _check_strings(f"hypotheses[{i}]", claims)
             per_premise = [list(h) for h in hypotheses]
         for i, claims in enumerate(per_premise):
             _check_strings(f"hypotheses[{i}]", claims)
@@ -292,7 +309,9 @@ class GLiClassReranker:
 
         if mode == "listwise":
             with self._lock:
-                query_ids = [p.ids[: self.max_query_tokens] for p in self.pieces.texts(list(queries))]
+                query_pieces = self.pieces.texts(list(queries))
+                self._warn_query_cut(max(len(p.ids) for p in query_pieces) if query_pieces else 0)
+                query_ids = [p.ids[: self.max_query_tokens] for p in query_pieces]
                 tasks = [(q, self.pieces.labels(list(p)), self.passages_per_pass) for q, p in zip(query_ids, passages_per_query)]
                 logits, label_cuts, _ = self._run(tasks)
             return logits, label_cuts
@@ -318,7 +337,10 @@ class GLiClassReranker:
             tasks, text_cuts = [], []
             for piece, labels in zip(text_pieces, labels_per_text):
                 label_pieces = self.pieces.labels(list(labels))
-                needed = sum(1 + min(len(p.ids), self.max_query_tokens) for p in label_pieces)
+                # labels (hypotheses, class names) get the query's budget, as in training
+                self._warn_query_cut(max((len(p.ids) for p in label_pieces), default=0))
+                label_pieces = [_cap_piece(p, self.max_query_tokens) for p in label_pieces]
+                needed = sum(1 + len(p.ids) for p in label_pieces)
                 budget = text_budget(self.layout, self.max_length, needed)
                 if self.max_passage_tokens is not None:
                     budget = min(budget, self.max_passage_tokens)
@@ -326,6 +348,14 @@ class GLiClassReranker:
                 text_cuts.append(piece.cut or len(piece.ids) > budget)
             logits, label_cuts, _ = self._run(tasks)
         return logits, label_cuts, text_cuts
+
+    def _warn_query_cut(self, longest: int) -> None:
+        if longest > self.max_query_tokens and not self._warned_query_cut:
+            self._warned_query_cut = True  # once per reranker: a server would otherwise log it per request
+            logger.warning(
+                "a query (or hypothesis / label) of %d tokens was cut to max_query_tokens=%d; raise "
+                "max_query_tokens to score more of it (warned once)", longest, self.max_query_tokens,
+            )
 
     def _run(
         self, tasks: list[tuple[Sequence[int], list[TokenizedPiece], int | None]]

@@ -28,8 +28,15 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise ValueError(f"device={device!r} is not a device torch knows") from error
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was asked for but CUDA is not available")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} was asked for but CUDA is not available")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if resolved.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"device={device!r} was asked for but MPS is not available")
     return resolved
 
 
@@ -42,6 +49,8 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
             return torch.float16
         return torch.float32
     if isinstance(dtype, torch.dtype):
+        if dtype not in _DTYPES.values():  # int8 / float64 weights would fail deep inside a forward pass
+            raise ValueError(f"dtype={dtype!r}: choose one of {sorted(set(map(str, _DTYPES.values())))}")
         return dtype
     if dtype not in _DTYPES:
         raise ValueError(f"dtype={dtype!r} is not one of 'auto', {sorted(_DTYPES)}")

@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
 from gliclass_rerank import GLiClassReranker, RerankResult
 from gliclass_rerank.packing import pack_task
@@ -76,7 +77,9 @@ def test_top_n_and_threshold(reranker):
     cut = full[2].score
     kept = reranker.rerank(QUERY, PASSAGES, threshold=cut)
     assert kept == [r for r in full if r.score >= cut] and len(kept) >= 3
-    assert reranker.rerank(QUERY, PASSAGES, threshold=1.0) == [r for r in full if r.score >= 1.0]
+    top = full[0].score
+    assert reranker.rerank(QUERY, PASSAGES, threshold=top) == [r for r in full if r.score >= top]
+    assert reranker.rerank(QUERY, PASSAGES, threshold=top)[0] == full[0]
 
 
 def test_ties_keep_input_order():
@@ -289,6 +292,31 @@ def test_entailment_shapes(reranker):
         reranker.entailment(PASSAGES[:2], [claims])
 
 
+def test_entailment_refuses_a_bare_string_of_claims(reranker):
+    # a string is a sequence too: it would otherwise be scored as one claim per character
+    with pytest.raises(TypeError, match="hypotheses must be a list"):
+        reranker.entailment(PASSAGES[:2], "the team won")
+    with pytest.raises(TypeError, match=r"hypotheses\[1\] must be a list"):
+        reranker.entailment(PASSAGES[:2], [["the team won"], "it rained"])
+
+
+def test_long_queries_and_hypotheses_are_cut_to_max_query_tokens_with_a_warning(tiny_model_dir, caplog):
+    r = GLiClassReranker.from_pretrained(tiny_model_dir, device="cpu", max_query_tokens=6)
+    long_claim = "the football team won the championship after a long and dramatic penalty shootout"
+    longer = long_claim + " in the rain on a cold evening"
+    assert len(r.pieces.labels([long_claim])[0].ids) > 6
+    with caplog.at_level("WARNING", logger="gliclass_rerank.reranker"):
+        cut = r.entailment(PASSAGES[:2], [long_claim, "it rained"])
+        # only the first 6 tokens are read, exactly as training reads a hypothesis: a longer tail changes nothing
+        assert r.entailment(PASSAGES[:2], [longer, "it rained"]) == cut
+        assert r.rerank(longer, PASSAGES) == r.rerank(long_claim, PASSAGES)
+        as_scores = lambda out: [x["score"] for x in out[0]]  # noqa: E731
+        assert as_scores(r.classify(PASSAGES[0], [longer, "food"])) == pytest.approx(
+            as_scores(r.classify(PASSAGES[0], [long_claim, "food"])), abs=1e-7)
+    warnings = [rec.getMessage() for rec in caplog.records if "max_query_tokens=6" in rec.getMessage()]
+    assert len(warnings) == 1  # once per reranker, not per call
+
+
 def test_classify_multi_and_single_label(reranker):
     labels = ["sports", "food", "finance", "weather"]
     multi = reranker.classify(["The football team won", "Rain is expected"], labels)
@@ -333,13 +361,12 @@ def test_token_ids_are_cached(reranker, monkeypatch):
 
 
 def test_callers_tokenizer_settings_do_not_change_scores(reranker):
-    before = reranker.score(QUERY, ["brand new passage about the football team"])
+    passages = ["brand new passage about the football team", "another new passage about the football team"]
+    before = reranker.score(QUERY, passages)
+    reranker.pieces.clear_cache()  # so the call below tokenises everything again
     reranker.tokenizer(["x y z"], truncation=True, max_length=3, padding="max_length")  # mutates its backend
-    after = reranker.score(QUERY, ["another new passage about the football team"])
-    reranker.pieces.clear_cache()
-    assert reranker.score(QUERY, ["brand new passage about the football team"]) == before
+    assert reranker.score(QUERY, passages) == pytest.approx(before, abs=1e-7)
     assert len(reranker.pieces.labels(["one two three four five six"])[0].ids) > 3
-    assert after
 
 
 def test_threads_share_one_reranker(reranker):
@@ -382,6 +409,19 @@ def test_device_and_dtype_choices(tiny_model_dir, reranker):
         GLiClassReranker.from_pretrained(tiny_model_dir, device="cpu", dtype="float8")
     with pytest.raises(ValueError, match="device"):
         GLiClassReranker.from_pretrained(tiny_model_dir, device="toaster")
+    with pytest.raises(ValueError, match="torch.int8"):  # not a dtype a model can run in
+        GLiClassReranker.from_pretrained(tiny_model_dir, device="cpu", dtype=torch.int8)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="'cuda:7'.*CUDA is not available"):
+            GLiClassReranker.from_pretrained(tiny_model_dir, device="cuda:7")
+    if not torch.backends.mps.is_available():
+        with pytest.raises(ValueError, match="'mps'.*MPS is not available"):
+            GLiClassReranker.from_pretrained(tiny_model_dir, device="mps")
+    with pytest.raises(ValueError, match="max_query_tokens=400 leaves no room"):
+        GLiClassReranker.from_pretrained(tiny_model_dir, device="cpu", max_length=128, max_query_tokens=400)
+    short = GLiClassReranker.from_pretrained(tiny_model_dir, device="cpu", max_length=40)
+    assert short.max_query_tokens < 40  # the default budget shrinks to fit the sequence
+    assert len(short.score(QUERY, PASSAGES[:2])) == 2
     with pytest.raises(ValueError, match="max_length"):
         GLiClassReranker.from_pretrained(tiny_model_dir, device="cpu", max_length=4096)
     with pytest.raises(ValueError, match="passages_per_pass"):
