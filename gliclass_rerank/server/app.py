@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from contextlib import asynccontextmanager
-from typing import Any, Awaitable, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -95,7 +95,10 @@ class CohereV1Request(_Req):
     top_n: Optional[StrictInt] = Field(default=None, ge=1)
     rank_fields: Optional[list[StrictStr]] = None
     return_documents: Optional[StrictBool] = None
-    max_chunks_per_doc: Optional[StrictInt] = Field(default=None, ge=1)
+    max_chunks_per_doc: Optional[StrictInt] = Field(
+        default=None, ge=1, description="accepted for compatibility, not honoured: documents are not split into "
+        "chunks; a document longer than the model's context is scored on its first tokens, and the response's "
+        "`meta.warnings` says so when this is above 1")
 
     _q = field_validator("query")(_non_blank)
 
@@ -266,8 +269,15 @@ class LocalBackend:
             max_batch_tokens=max_batch_tokens,
             batch_wait_ms=batch_wait_ms,
             max_batch_requests=max_batch_requests if batching else 1,
-            on_batch=metrics.observe_batch,
+            on_batch=self._on_batch,
         )
+        self.metrics = metrics
+        self.admission_observer: Callable[[int, float], None] | None = None  # set by create_app
+
+    def _on_batch(self, kind: str, n_jobs: int, tokens: int, seconds: float) -> None:
+        self.metrics.observe_batch(kind, n_jobs, tokens, seconds)
+        if self.admission_observer is not None:  # measured throughput -> Retry-After
+            self.admission_observer(tokens, seconds)
 
     async def start(self) -> None:
         self.batcher.start()
@@ -490,8 +500,11 @@ def create_app(
                 doc = body.documents[r.index]
                 item["document"] = {"text": doc} if isinstance(doc, str) else doc
             out.append(item)
-        return {"id": str(uuid.uuid4()), "results": out, "meta": cohere_meta("1", len(texts)),
-                "model": body.model or model_name}
+        meta = cohere_meta("1", len(texts))
+        if body.max_chunks_per_doc is not None and body.max_chunks_per_doc > 1:
+            meta["warnings"] = [f"max_chunks_per_doc={body.max_chunks_per_doc} is not supported: documents are "
+                                "not chunked; long documents are scored on their first tokens"]
+        return {"id": str(uuid.uuid4()), "results": out, "meta": meta, "model": body.model or model_name}
 
     @app.post("/v2/rerank", response_model=CohereResponse, response_model_exclude_none=True, tags=["cohere"])
     async def cohere_v2_rerank(body: CohereV2Request, request: Request):

@@ -22,6 +22,7 @@ import concurrent.futures
 import logging
 import math
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -131,7 +132,8 @@ def truncate_to_tokens(tokenizer: Any, text: str, max_tokens: int | None) -> str
     return text[: offsets[max_tokens - 1][1]]
 
 
-_TOKENIZER_COPIES: dict[int, Any] = {}
+# reranker -> (its tokenizer, our copy); weak keys: a reranker that goes away takes its copy with it
+_TOKENIZER_COPIES: "weakref.WeakKeyDictionary[Any, tuple[Any, Any]]" = weakref.WeakKeyDictionary()
 
 
 def _private_tokenizer(reranker: Any) -> Any:
@@ -139,15 +141,23 @@ def _private_tokenizer(reranker: Any) -> Any:
     tok = getattr(reranker, "tokenizer", None)
     if tok is None:
         return None
-    key = id(tok)
-    if key not in _TOKENIZER_COPIES:
-        import copy
+    try:
+        cached = _TOKENIZER_COPIES.get(reranker)
+    except TypeError:  # not weak-referenceable: copy per call (test doubles only)
+        cached = None
+    if cached is not None and cached[0] is tok:
+        return cached[1]
+    import copy
 
-        try:
-            _TOKENIZER_COPIES[key] = copy.deepcopy(tok)
-        except Exception:  # noqa: BLE001
-            _TOKENIZER_COPIES[key] = tok
-    return _TOKENIZER_COPIES[key]
+    try:
+        private = copy.deepcopy(tok)
+    except Exception:  # noqa: BLE001
+        private = tok
+    try:
+        _TOKENIZER_COPIES[reranker] = (tok, private)
+    except TypeError:
+        pass
+    return private
 
 
 def _prepare_passages(reranker: Any, job: Job) -> list[str]:
@@ -240,7 +250,6 @@ class Batcher:
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._closing = False
-        self.running_jobs = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -262,10 +271,6 @@ class Batcher:
             self.executor.shutdown(wait=True)
 
     # -- API -----------------------------------------------------------------------------------
-    @property
-    def queued_jobs(self) -> int:
-        return sum(len(v) for v in self._pending.values())
-
     async def submit(self, job: Job) -> Any:
         """Queue ``job`` and wait for its result.  Cancelling the awaiting task (client gone)
         removes a job that has not started; a started job finishes and its result is dropped."""
@@ -341,14 +346,11 @@ class Batcher:
             if not batch:
                 continue
             tokens = sum(j.tokens for j in batch)
-            self.running_jobs = len(batch)
             t0 = time.perf_counter()
             try:
                 results = await loop.run_in_executor(self.executor, RUNNERS[kind], self.reranker, batch)
             except Exception as exc:  # noqa: BLE001 - executor failure: fail the batch, keep serving
                 results = [exc] * len(batch)
-            finally:
-                self.running_jobs = 0
             seconds = time.perf_counter() - t0
             for job, res in zip(batch, results):
                 if job.future is None or job.future.done():

@@ -92,12 +92,14 @@ class GLiClassRerankDeployment:
             method.set_batch_wait_timeout_s(wait_s)
         self._max_batch_tokens = max_batch_tokens
         self._metrics = None
+        self._backend = None
 
     def __serve_build_asgi_app__(self):
         backend = RayBatchBackend(self, max_batch_tokens=self._max_batch_tokens,
                                   batching=bool(self.app_options.get("batching", True)))
         app = create_app(self.reranker, backend=backend, **self.app_options)
         self._metrics = app.state.metrics
+        self._backend = backend
         return app
 
     async def _run(self, runner, jobs: list[Job]) -> list[Any]:
@@ -106,9 +108,12 @@ class GLiClassRerankDeployment:
 
         t0 = time.perf_counter()
         out = await loop.run_in_executor(self.executor, runner, self.reranker, jobs)
+        seconds, tokens = time.perf_counter() - t0, sum(j.tokens for j in jobs)
         if self._metrics is not None:
-            self._metrics.observe_batch(jobs[0].kind, len(jobs), sum(j.tokens for j in jobs),
-                                        time.perf_counter() - t0)
+            self._metrics.observe_batch(jobs[0].kind, len(jobs), tokens, seconds)
+        observer = getattr(self._backend, "admission_observer", None)
+        if observer is not None:  # measured throughput -> Retry-After
+            observer(tokens, seconds)
         return out
 
     @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_TOKENS, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_S,

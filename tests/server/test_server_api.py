@@ -67,6 +67,17 @@ def test_cohere_v1_string_and_object_documents(client, reranker, sample):
     assert body["meta"]["api_version"]["version"] == "1"
 
 
+def test_cohere_v1_max_chunks_per_doc_is_flagged_not_silently_ignored(client, sample):
+    query, passages = sample
+    plain = client.post("/v1/rerank", json={"query": query, "documents": passages}).json()
+    assert "warnings" not in plain["meta"]
+    one = client.post("/v1/rerank", json={"query": query, "documents": passages, "max_chunks_per_doc": 1}).json()
+    assert "warnings" not in one["meta"]  # one chunk per document is what the server does anyway
+    many = client.post("/v1/rerank", json={"query": query, "documents": passages, "max_chunks_per_doc": 10}).json()
+    assert "max_chunks_per_doc=10" in many["meta"]["warnings"][0]
+    assert many["results"] == plain["results"]
+
+
 def test_tei_rerank_shape_raw_scores_and_text(client, reranker, sample):
     query, passages = sample
     want = _expected(reranker, query, passages)

@@ -118,6 +118,35 @@ def test_queue_bound_gives_429_with_retry_after_and_accepted_complete(slow_reran
     assert httpx.get(srv.url + "/health").json()["queue_depth"] == 0
 
 
+def test_retry_after_comes_from_measured_throughput():
+    from gliclass_rerank.server.batching import Admission, QueueFullError
+
+    admission = Admission(max_queue_tokens=3000, max_queue_requests=10)
+    admission.acquire(2500)
+    with pytest.raises(QueueFullError) as unmeasured:
+        admission.acquire(1000)
+    assert unmeasured.value.retry_after == 1  # nothing measured yet: the floor
+    admission.observe(tokens=1000, seconds=1.0)  # 1,000 tokens/s
+    with pytest.raises(QueueFullError) as measured:
+        admission.acquire(1000)
+    assert measured.value.retry_after == 3  # 2,500 tokens in flight at 1,000 tokens/s, rounded up
+    slow = Admission(max_queue_tokens=3000, max_queue_requests=10)
+    slow.acquire(2500)
+    slow.observe(tokens=1, seconds=100.0)  # 0.01 tokens/s would say days...
+    assert slow.retry_after() == 60  # ...but a client is never told to wait past a minute
+
+
+def test_server_feeds_batches_to_the_retry_after_estimate(slow_reranker, start_server, sample):
+    query, passages = sample
+    slow_reranker.delay = 0.2
+    srv = start_server(slow_reranker, batch_wait_ms=1)
+    assert httpx.post(srv.url + "/v2/rerank", json={"model": "m", "query": query, "documents": passages},
+                      timeout=30).status_code == 200
+    admission = srv.app.state.admission
+    assert 0 < admission._tokens_per_s < 10_000  # a 0.2 s call on a few hundred tokens
+    assert admission.requests == 0 and admission.tokens == 0
+
+
 def test_client_disconnect_does_not_disturb_others(reranker, slow_reranker, start_server, sample):
     query, passages = sample
     slow_reranker.delay = 1.0
