@@ -88,8 +88,9 @@ def test_scale_score_false_gives_logits(core):
     probs = GLiClassRanker(model=core, top_k=None).run(query=QUERY, documents=docs)["documents"]
     logits = GLiClassRanker(model=core, top_k=None, scale_score=False).run(query=QUERY, documents=docs)["documents"]
     assert [d.id for d in logits] == [d.id for d in probs]
+    core_logits = {r.text: r.logit for r in core.rerank(QUERY, [d.content for d in docs])}
     for p, lg in zip(probs, logits, strict=True):
-        assert lg.score == pytest.approx(math.log(p.score / (1 - p.score)), rel=1e-6)
+        assert lg.score == core_logits[lg.content]  # the model's own logit, not one rebuilt from a probability
         assert 1 / (1 + math.exp(-lg.score)) == pytest.approx(p.score, rel=1e-6)
     # the threshold is on the logit scale then
     cut = (logits[1].score + logits[2].score) / 2
@@ -142,6 +143,14 @@ def test_new_documents_inputs_untouched_retrieval_score_kept(core):
             assert "retrieval_score" not in d.meta
         else:
             assert d.meta["retrieval_score"] == original[d.id].score
+
+
+def test_chained_rankers_keep_the_first_stage_score(core):
+    docs = make_docs()
+    first = GLiClassRanker(model=core, top_k=None).run(query=QUERY, documents=docs)["documents"]
+    second = GLiClassRanker(model=core, top_k=None, mode="nli").run(query=QUERY, documents=first)["documents"]
+    retrieved = {d.id: d.score for d in docs}
+    assert {d.id: d.meta["retrieval_score"] for d in second} == retrieved
 
 
 def test_duplicates_removed_like_other_haystack_rankers(core):

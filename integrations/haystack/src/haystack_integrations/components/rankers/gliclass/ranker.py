@@ -5,7 +5,6 @@ The component only translates types: documents -> texts (optionally with chosen 
 """
 
 import asyncio
-import math
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -18,8 +17,6 @@ from haystack.utils.misc import _deduplicate_documents
 from gliclass_rerank import GLiClassReranker
 
 DEFAULT_MODEL = "knowledgator/gliclass-edge-v3.0"
-# probabilities are clipped this far from 0 and 1 before `scale_score=False` turns them back into logits
-_EPS = 1e-12
 
 
 @component
@@ -41,8 +38,9 @@ class GLiClassRanker:
     ```
 
     Returned documents are new `Document` objects (`dataclasses.replace`, ids kept), sorted by score, best
-    first. A document's previous score (a retriever's) is kept in `meta["retrieval_score"]`. As Haystack's
-    other rankers do, documents with the same id are deduplicated first (the highest-scoring one is kept).
+    first. A document's previous score (a retriever's) is kept in `meta["retrieval_score"]` (the first stage's,
+    when rankers are chained). As Haystack's other rankers do, documents with the same id are deduplicated
+    first (the highest-scoring one is kept).
     """
 
     def __init__(
@@ -252,11 +250,13 @@ class GLiClassRanker:
         )
         ranked = []
         for result in results:
-            score = result.score if self.scale_score else _logit(result.score)
+            score = result.score if self.scale_score else result.logit
             if not self.scale_score and score_threshold is not None and score < score_threshold:
                 continue
             doc = documents[result.index]
-            meta = doc.meta if doc.score is None else {**doc.meta, "retrieval_score": doc.score}
+            # the first stage's score is kept once: a second ranker in a row does not overwrite it
+            keep = doc.score is not None and "retrieval_score" not in doc.meta
+            meta = {**doc.meta, "retrieval_score": doc.score} if keep else doc.meta
             ranked.append(replace(doc, score=score, meta=meta))
         return {"documents": ranked}
 
@@ -286,8 +286,3 @@ class GLiClassRanker:
         return await asyncio.to_thread(
             self.run, query=query, documents=documents, top_k=top_k, score_threshold=score_threshold
         )
-
-
-def _logit(p: float) -> float:
-    p = min(max(p, _EPS), 1.0 - _EPS)
-    return math.log(p / (1.0 - p))
