@@ -162,6 +162,19 @@ def test_evaluate_systems_writes_reports(beir_dir, tmp_path):
     assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_evaluate_systems_refuses_two_systems_with_one_name(beir_dir, tmp_path):
+    data = load_beir(beir_dir)
+    first = {q: {d: 1.0 for d in DOCS} for q in data.queries}
+    with pytest.raises(ValueError, match="named 'keyword'"):
+        evaluate_systems(data, first, [KeywordReranker(), KeywordReranker()], depth=6, out_dir=tmp_path,
+                         show_progress=False)
+    renamed = KeywordReranker()
+    renamed.name = "bm25"  # the first stage's name is taken too
+    with pytest.raises(ValueError, match="named 'bm25'"):
+        evaluate_systems(data, first, [renamed], depth=6, out_dir=tmp_path, show_progress=False)
+    assert not (tmp_path / "report.json").exists()  # refused before any work
+
+
 def test_gliclass_scorer_listwise_and_nli(tiny_model_dir, beir_dir):
     data = load_beir(beir_dir)
     for mode in ("listwise", "nli"):

@@ -73,7 +73,7 @@ __all__ = [
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `gliclass-rerank eval`."""
     parser.add_argument("data", help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv), "
-                        "candidate-list JSONL ({qid, query, candidates: [{text, label}]}) or, with --nli, "
+                        "candidate-list JSONL ({qid, query, candidates: [{text, label}]}) or, with --mode nli, "
                         "an NLI JSONL ({premise, hypothesis, label})")
     parser.add_argument("--split", default="test", help="qrels split of a BEIR folder (default: test)")
     parser.add_argument("--model", action="append", default=[], help="GLiClass checkpoint to evaluate (repeatable)")
@@ -138,8 +138,14 @@ def run(args: argparse.Namespace) -> int:
             named.append((name or path, path))
         if not named:
             raise SystemExit("NLI evaluation needs a model: --model PATH or --system gliclass:PATH[@NAME]")
+        names = [n for n, _ in named]
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            raise SystemExit(f"two systems are named {dup!r}: name them apart with --system gliclass:PATH@NAME")
         results = {}
-        opts = {k: getattr(args, k) for k in ("batch_size", "max_length") if getattr(args, k) is not None}
+        # passages_per_pass is a listwise knob; everything else reaches the model as in _systems
+        opts = {k: getattr(args, k) for k in ("batch_size", "max_length", "max_passage_tokens", "quantize")
+                if getattr(args, k) is not None}
         for name, path in named:
             model = GLiClassReranker.from_pretrained(path, device=args.device, dtype=args.dtype, **opts)
             results[name] = evaluate_nli(model, pairs, show_progress=show)

@@ -69,6 +69,12 @@ def evaluate_systems(
     taken and the per-query values; `out_dir` also gets one TREC run file per system, `per_query.tsv` and
     `chart.png`.
     """
+    names = ([first_stage_name] if include_first_stage else []) + [
+        getattr(r, "name", type(r).__name__) for r in rerankers]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:  # one would overwrite the other's report entry and run file
+        raise ValueError(f"two systems are named {repeated[0]!r}: give them distinct names "
+                         "(KIND:PATH@NAME on the command line, name=... in Python)")
     systems = {}
     runs = {}
     if include_first_stage:
