@@ -374,6 +374,37 @@ class TrainArgs:
     max_train_queries: int | None = None
     show_progress: bool = True
 
+    def __post_init__(self) -> None:
+        # Checked up front: a zero budget would otherwise train on empty passages without a word.
+        for name in ("passages_per_pass", "group_size", "max_positives", "max_length", "max_query_tokens",
+                     "batch_size", "grad_accum", "keep_checkpoints"):
+            _check_positive_int(name, getattr(self, name))
+        for name in ("target_length", "max_passage_tokens", "max_steps", "save_every", "max_train_queries"):
+            if getattr(self, name) is not None:
+                _check_positive_int(name, getattr(self, name))
+        for name in ("negatives", "bm25_depth"):
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)!r}: must be an integer >= 0")
+        for name in ("epochs", "encoder_lr", "head_lr", "logit_scale"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)!r}: must be > 0")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio={self.warmup_ratio!r}: must be in [0, 1)")
+        if self.mode not in ("listwise", "nli"):
+            raise ValueError(f"mode={self.mode!r}: choose 'listwise' or 'nli'")
+        if self.loss not in ("bce", "focal"):
+            raise ValueError(f"loss={self.loss!r}: choose 'bce' or 'focal'")
+        if self.precision not in ("auto", "fp32", "float32", "bf16", "bfloat16", "fp16", "float16"):
+            raise ValueError(f"precision={self.precision!r}: choose auto, fp32, bf16 or fp16")
+        if self.max_query_tokens + 4 > self.max_length:
+            raise ValueError(f"max_query_tokens={self.max_query_tokens} leaves no room for a passage in "
+                             f"max_length={self.max_length}")
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r}: must be a positive integer")
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA)."""

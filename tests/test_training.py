@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -172,6 +173,22 @@ def test_train_args_default_to_the_reranker_packing_target():
     from gliclass_rerank.reranker import DEFAULT_TARGET_LENGTH
 
     assert TrainArgs(init="x", output_dir="y").target_length == DEFAULT_TARGET_LENGTH
+
+
+@pytest.mark.parametrize("bad, name", [
+    ({"max_passage_tokens": 0}, "max_passage_tokens=0"),  # would train on empty passages
+    ({"passages_per_pass": -1}, "passages_per_pass=-1"),
+    ({"batch_size": 2.5}, "batch_size=2.5"),
+    ({"negatives": -3}, "negatives=-3"),
+    ({"encoder_lr": 0.0}, "encoder_lr=0.0"),
+    ({"warmup_ratio": 1.0}, "warmup_ratio=1.0"),
+    ({"precision": "fp64"}, "precision='fp64'"),
+    ({"loss": "hinge"}, "loss='hinge'"),
+    ({"max_query_tokens": 510}, "max_query_tokens=510"),
+])
+def test_train_args_refuse_bad_settings_by_name(bad, name):
+    with pytest.raises(ValueError, match=re.escape(name)):
+        TrainArgs(init="x", output_dir="y", **bad)
 
 
 TOPICS = {
