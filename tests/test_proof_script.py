@@ -1,0 +1,96 @@
+"""The proof script (`benchmarks/train_scifact.py`) end to end on toy data and a tiny encoder.
+
+Its full run takes minutes on a GPU and hours on 2 CPU cores, so a broken stage (it once stopped after the
+SciFact stages on a cross-encoder bug) would otherwise be found only at the end of a long run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("bm25s")
+pytest.importorskip("ir_measures")
+pytest.importorskip("sentence_transformers")
+
+from test_training import _plain_encoder  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+DOCS = {
+    "d1": ("Football", "The football team won the championship after a penalty shootout."),
+    "d2": ("Baking", "She baked a chocolate cake with fresh strawberries and cream."),
+    "d3": ("Banking", "The central bank raised interest rates to fight inflation."),
+    "d4": ("Astronomy", "Astronomers observed a distant galaxy through the space telescope."),
+    "d5": ("Weather", "Heavy rain and strong winds are expected across the region."),
+    "d6": ("Music", "The orchestra played a symphony at the concert hall."),
+    "d7": ("Elections", "Voters chose a new mayor in the city election."),
+    "d8": ("Medicine", "The new vaccine reduced hospital admissions for influenza."),
+}
+QUERIES = {"q1": "which team won the football championship", "q2": "central bank interest rates",
+           "q3": "galaxy seen by a telescope", "q4": "rain and wind in the region",
+           "q5": "a vaccine against influenza", "q6": "the mayor chosen by voters"}
+TRAIN = [("q1", "d1"), ("q2", "d3"), ("q3", "d4")]
+TEST = [("q4", "d5"), ("q5", "d8"), ("q6", "d7")]
+
+
+def _beir(folder: Path) -> None:
+    (folder / "qrels").mkdir(parents=True)
+    with open(folder / "corpus.jsonl", "w") as f:
+        f.writelines(json.dumps({"_id": d, "title": t, "text": x}) + "\n" for d, (t, x) in DOCS.items())
+    with open(folder / "queries.jsonl", "w") as f:
+        f.writelines(json.dumps({"_id": q, "text": x}) + "\n" for q, x in QUERIES.items())
+    for split, pairs in (("train", TRAIN), ("test", TEST)):
+        with open(folder / "qrels" / f"{split}.tsv", "w") as f:
+            f.write("query-id\tcorpus-id\tscore\n")
+            f.writelines(f"{q}\t{d}\t1\n" for q, d in pairs)
+
+
+def _trecqa(path: Path) -> None:
+    rows = [{"qid": q, "query": QUERIES[q], "candidates": [
+        {"text": DOCS[d][1], "label": 1}, *({"text": DOCS[o][1], "label": 0} for o in DOCS if o != d)]}
+        for q, d in TRAIN + TEST]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("train_scifact", ROOT / "benchmarks" / "train_scifact.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_proof_script_runs_every_stage(tmp_path):
+    data = tmp_path / "data"
+    for name in ("beir_scifact", "cranfield", "medline"):
+        _beir(data / name)
+    (data / "trecqa").mkdir()
+    _trecqa(data / "trecqa" / "train.jsonl")
+    _trecqa(data / "trecqa" / "dev.jsonl")
+    encoder = _plain_encoder(tmp_path / "enc")
+    out = tmp_path / "proof"
+
+    code = _load_script().main([
+        "--data-root", str(data), "--encoder", str(encoder), "--out", str(out), "--device", "cpu",
+        "--depth", "5", "--steps", "2", "--trecqa-steps", "2", "--batch-size", "2", "--group-size", "2",
+        "--negatives", "2", "--eval-batch-size", "4"])
+
+    assert code == 0
+    proof = json.loads((out / "proof.json").read_text())
+    assert proof["args"]["precision"] == "fp32"
+    stages = proof["stages"]
+    assert set(stages) >= {"scifact", "train_scifact", "train_cross_encoder", "cranfield", "medline",
+                           "train_trecqa", "trecqa_dev"}
+    assert stages["train_scifact"]["steps"] == 2 and stages["train_cross_encoder"]["steps"] == 2
+    scifact = stages["scifact"]["systems"]
+    assert {"bm25", "minilm-cosine", "gliclass-untrained", "gliclass-scifact", "cross-encoder-same-budget"} <= set(scifact)
+    for name, system in scifact.items():
+        for value in system["metrics"].values():
+            assert 0.0 <= value <= 1.0 and not math.isnan(value), (name, system)
+    assert set(stages["trecqa_dev"]["systems"]) >= {"gliclass-trecqa", "gliclass-untrained", "minilm-cosine"}
+    assert (out / "scifact_ndcg10.png").stat().st_size > 0
+    assert "## trecqa_dev" in (out / "proof.md").read_text()
