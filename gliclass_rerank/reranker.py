@@ -190,6 +190,16 @@ class GLiClassReranker:
         )
 
     # ------------------------------------------------------------------ public API
+    def warm_up(self) -> None:
+        """Pay one-time costs before the first real call: with `compile=True`, torch.compile's compilation
+        (tens of seconds on CPU; a single sequence and a batch of several are separate graphs), otherwise
+        first allocations and lazy initialisation. Servers call it at start-up."""
+        words = " ".join(["warm"] * 400)
+        self.rerank("warm up", ["warm up"])  # one short sequence
+        self.rerank("warm up", [words, words, "warm up " * 20, "warm up"])  # a batch of several lengths
+        self.entailment([words, "warm up"], ["warm up", "up"])
+        self.pieces.clear_cache()  # the filler is not worth keeping
+
     def rerank(
         self,
         query: str,

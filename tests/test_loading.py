@@ -206,3 +206,22 @@ def test_cli_rerank_prints_json_lines(tiny_model_dir, tmp_path, capsys, reranker
     with pytest.raises(SystemExit, match="top_n"):
         cli_main(["rerank", "--model", str(tiny_model_dir), "--device", "cpu", "--query", QUERY,
                   "--passages", "/dev/null", "--top-n", "0"])
+
+
+def test_cli_speed_options_reach_the_model(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    from gliclass_rerank import cli
+
+    seen = {}
+    original = GLiClassReranker.from_pretrained.__func__
+
+    def spy(cls, *args, **kwargs):
+        seen.update(kwargs)
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(GLiClassReranker, "from_pretrained", classmethod(spy))
+    passages = tmp_path / "passages.jsonl"
+    passages.write_text("\n".join(json.dumps(p) for p in PASSAGES) + "\n")
+    assert cli.main(["rerank", "--model", str(tiny_model_dir), "--device", "cpu", "--query", QUERY,
+                     "--passages", str(passages), "--quantize", "int8"]) == 0
+    assert seen["quantize"] == "int8" and "compile" not in seen
+    assert len(capsys.readouterr().out.splitlines()) == len(PASSAGES)

@@ -426,3 +426,16 @@ def test_device_and_dtype_choices(tiny_model_dir, reranker):
         GLiClassReranker.from_pretrained(tiny_model_dir, device="cpu", max_length=4096)
     with pytest.raises(ValueError, match="passages_per_pass"):
         GLiClassReranker.from_pretrained(tiny_model_dir, device="cpu", passages_per_pass=0)
+
+
+def test_warm_up_runs_a_single_sequence_and_a_batch_and_leaves_no_cache(tiny_model_dir):
+    r = GLiClassReranker.from_pretrained(tiny_model_dir, device="cpu")
+    shapes = []
+    r.model.register_forward_hook(lambda module, args, out: shapes.append(tuple(args[0].input_ids.shape)))
+    before = r.score(QUERY, PASSAGES)
+    shapes.clear()
+    r.warm_up()
+    # torch.compile specialises a batch of one: both kinds of graph get built before serving
+    assert any(batch == 1 for batch, _ in shapes) and any(batch > 1 for batch, _ in shapes)
+    assert len(r.pieces._cache) == 0  # the filler text is not kept
+    assert r.score(QUERY, PASSAGES) == before

@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from .app import create_app
 
     reranker = GLiClassReranker.from_pretrained(args.model, **_model_options(args))
+    reranker.warm_up()  # compilation and first allocations before the port opens, not on a client's request
     app = create_app(reranker, **_app_options(args))
     uvicorn.run(
         app,

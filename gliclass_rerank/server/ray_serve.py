@@ -32,7 +32,7 @@ DEFAULT_MAX_BATCH_TOKENS = 8192
 DEFAULT_BATCH_WAIT_S = 0.005
 
 MODEL_OPTION_KEYS = ("device", "dtype", "passages_per_pass", "target_length", "max_length", "max_query_tokens",
-                     "max_passage_tokens", "batch_size", "token", "revision")
+                     "max_passage_tokens", "batch_size", "quantize", "compile", "token", "revision")
 APP_OPTION_KEYS = ("served_model_name", "check_model_name", "api_key", "max_documents", "max_body_bytes",
                    "max_queue_tokens", "max_queue_requests", "batching", "max_batch_tokens", "batch_wait_ms",
                    "max_batch_requests")
@@ -84,6 +84,7 @@ class GLiClassRerankDeployment:
         if self.app_options.get("api_key") is None and os.environ.get("GLICLASS_API_KEY"):
             self.app_options["api_key"] = os.environ["GLICLASS_API_KEY"]
         self.reranker = GLiClassReranker.from_pretrained(model, **self.model_options)
+        self.reranker.warm_up()  # before the replica reports ready
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gliclass-model")
         max_batch_tokens = int(self.app_options.get("max_batch_tokens", DEFAULT_MAX_BATCH_TOKENS))
         wait_s = float(self.app_options.get("batch_wait_ms", DEFAULT_BATCH_WAIT_S * 1000)) / 1000.0
