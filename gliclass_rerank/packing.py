@@ -162,6 +162,53 @@ def pack_task(
     return sequences, cut_flags
 
 
+def cap_piece(piece: TokenizedPiece, limit: int | None) -> TokenizedPiece:
+    """`piece` cut to its first `limit` ids (flagged as cut), or unchanged."""
+    if limit is None or len(piece.ids) <= limit:
+        return piece
+    return TokenizedPiece(piece.ids[:limit], True)
+
+
+@dataclass(frozen=True)
+class PackingRules:
+    """How tasks become sequences: one set of rules for inference and for training, so a model trains on
+    the layout it is served with.
+
+    Listwise (`query_with_passages`): the query is cut to `max_query_tokens`, each passage to
+    `max_passage_tokens`, and up to `passages_per_pass` passages share a sequence within `target_length`.
+    Text-with-labels (`text_with_labels`: NLI premises with their hypotheses, classification): each label is
+    cut to `max_query_tokens`, the text to what the labels leave (and to `max_passage_tokens`), and the text
+    is read once with as many labels as fit.
+    """
+
+    layout: Layout
+    max_length: int
+    max_query_tokens: int
+    max_passage_tokens: int | None = None
+    passages_per_pass: int | None = None
+    target_length: int | None = None
+
+    def query_with_passages(
+        self, task: int, query: TokenizedPiece, passages: Sequence[TokenizedPiece]
+    ) -> tuple[list[PackedSequence], list[bool]]:
+        """Sequences for one query and its passages, and per passage whether it was cut."""
+        passages = [cap_piece(p, self.max_passage_tokens) for p in passages]
+        return pack_task(task, query.ids[: self.max_query_tokens], passages, self.layout, self.max_length,
+                         self.passages_per_pass, self.target_length)
+
+    def text_with_labels(
+        self, task: int, text: TokenizedPiece, labels: Sequence[TokenizedPiece]
+    ) -> tuple[list[PackedSequence], list[bool], bool]:
+        """Sequences for one text read with all its labels, per label whether it was cut, and whether the
+        text was. No packing target: a long text would otherwise be re-read once per label."""
+        labels = [cap_piece(p, self.max_query_tokens) for p in labels]
+        budget = text_budget(self.layout, self.max_length, sum(1 + len(p.ids) for p in labels))
+        if self.max_passage_tokens is not None:
+            budget = min(budget, self.max_passage_tokens)
+        packed, cuts = pack_task(task, text.ids[:budget], labels, self.layout, self.max_length, None, None)
+        return packed, cuts, text.cut or len(text.ids) > budget
+
+
 def plan_batches(
     sequences: Sequence[PackedSequence], batch_size: int, max_batch_tokens: int | None = None
 ) -> list[list[int]]:

@@ -19,10 +19,10 @@ from tqdm.auto import tqdm
 from .config import GLiClassConfig
 from .loading import load_config, load_model, load_tokenizer, save_pretrained
 from .modeling import GLiClassUniEncoder
-from .packing import Layout, PackedSequence, collate, pack_task, plan_batches, text_budget
+from .packing import Layout, PackedSequence, PackingRules, collate, plan_batches
 from .results import RerankResult, rank
 from .runtime import resolve_device, resolve_dtype
-from .tokenization import PieceTokenizer, TokenizedPiece
+from .tokenization import PieceTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -321,9 +321,12 @@ class GLiClassReranker:
             with self._lock:
                 query_pieces = self.pieces.texts(list(queries))
                 self._warn_query_cut(max(len(p.ids) for p in query_pieces) if query_pieces else 0)
-                query_ids = [p.ids[: self.max_query_tokens] for p in query_pieces]
-                tasks = [(q, self.pieces.labels(list(p)), self.passages_per_pass) for q, p in zip(query_ids, passages_per_query)]
-                logits, label_cuts, _ = self._run(tasks)
+                rules, sequences, label_cuts = self.packing_rules, [], []
+                for task, (query, passages) in enumerate(zip(query_pieces, passages_per_query)):
+                    packed, cuts = rules.query_with_passages(task, query, self.pieces.labels(list(passages)))
+                    sequences.extend(packed)
+                    label_cuts.append(cuts)
+                logits = self._run(sequences, [len(c) for c in label_cuts])
             return logits, label_cuts
 
         # NLI: every passage is a premise with the query as its only hypothesis.
@@ -343,20 +346,15 @@ class GLiClassReranker:
     ) -> tuple[list[np.ndarray], list[list[bool]], list[bool]]:
         """Logits for texts each read with all its labels (classify, NLI, entailment)."""
         with self._lock:
-            text_pieces = self.pieces.texts(list(texts))
-            tasks, text_cuts = [], []
-            for piece, labels in zip(text_pieces, labels_per_text):
+            rules, sequences, label_cuts, text_cuts = self.packing_rules, [], [], []
+            for task, (text, labels) in enumerate(zip(self.pieces.texts(list(texts)), labels_per_text)):
                 label_pieces = self.pieces.labels(list(labels))
-                # labels (hypotheses, class names) get the query's budget, as in training
                 self._warn_query_cut(max((len(p.ids) for p in label_pieces), default=0))
-                label_pieces = [_cap_piece(p, self.max_query_tokens) for p in label_pieces]
-                needed = sum(1 + len(p.ids) for p in label_pieces)
-                budget = text_budget(self.layout, self.max_length, needed)
-                if self.max_passage_tokens is not None:
-                    budget = min(budget, self.max_passage_tokens)
-                tasks.append((piece.ids[:budget], label_pieces, None))
-                text_cuts.append(piece.cut or len(piece.ids) > budget)
-            logits, label_cuts, _ = self._run(tasks)
+                packed, cuts, text_cut = rules.text_with_labels(task, text, label_pieces)
+                sequences.extend(packed)
+                label_cuts.append(cuts)
+                text_cuts.append(text_cut)
+            logits = self._run(sequences, [len(c) for c in label_cuts])
         return logits, label_cuts, text_cuts
 
     def _warn_query_cut(self, longest: int) -> None:
@@ -367,24 +365,17 @@ class GLiClassReranker:
                 "max_query_tokens to score more of it (warned once)", longest, self.max_query_tokens,
             )
 
-    def _run(
-        self, tasks: list[tuple[Sequence[int], list[TokenizedPiece], int | None]]
-    ) -> tuple[list[np.ndarray], list[list[bool]], int]:
-        """Pack tasks, run the model batch by batch, and scatter the logits back to each task's labels."""
-        sequences: list[PackedSequence] = []
-        label_cuts = []
-        for index, (text_ids, labels, cap) in enumerate(tasks):
-            if self.max_passage_tokens is not None and cap is not None:
-                labels = [_cap_piece(p, self.max_passage_tokens) for p in labels]
-            # The packing target applies to listwise tasks (cap set): texts read with all their labels at once
-            # (NLI, classify) would otherwise re-read a long text per label.
-            target = self.target_length if cap is not None else None
-            packed, cuts = pack_task(index, text_ids, labels, self.layout, self.max_length, cap, target)
-            sequences.extend(packed)
-            label_cuts.append(cuts)
-        logits = [np.zeros(len(labels), dtype=np.float32) for _, labels, _ in tasks]
+    @property
+    def packing_rules(self) -> PackingRules:
+        """The rules that lay out this reranker's calls (the trainer packs with the same ones)."""
+        return PackingRules(self.layout, self.max_length, self.max_query_tokens, self.max_passage_tokens,
+                            self.passages_per_pass, self.target_length)
+
+    def _run(self, sequences: list[PackedSequence], labels_per_task: list[int]) -> list[np.ndarray]:
+        """Run packed sequences through the model batch by batch; logits scattered back to each task's labels."""
+        logits = [np.zeros(n, dtype=np.float32) for n in labels_per_task]
         if not sequences:
-            return logits, label_cuts, 0
+            return logits
         plan = plan_batches(sequences, self.batch_size, self.max_batch_tokens)
         batches: Iterable = (collate([sequences[i] for i in indices], self.layout.pad_id) for indices in plan)
         if self.show_progress_bar:
@@ -395,16 +386,10 @@ class GLiClassReranker:
                 values = batch_logits[batch.label_mask.to(self.device)].float().cpu().numpy()
                 for task, index, value in zip(batch.task_of_label, batch.index_of_label, values):
                     logits[task][index] = value
-        return logits, label_cuts, len(sequences)
+        return logits
 
 
 # ---------------------------------------------------------------------- helpers
-def _cap_piece(piece: TokenizedPiece, limit: int) -> TokenizedPiece:
-    if len(piece.ids) <= limit:
-        return piece
-    return TokenizedPiece(piece.ids[:limit], True)
-
-
 # Probabilities stay in float64: in float32 every logit above ~16.6 rounds to 1.0, and models with large
 # logits (a cosine times a logit scale of 20) would tie at the top of the ranking. Ranking uses the logits.
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -49,10 +49,10 @@ import torch.nn.functional as F
 from .config import LABEL_TOKEN, SEP_TOKEN, GLiClassConfig
 from .loading import load_model, load_tokenizer, save_pretrained
 from .modeling import GLiClassUniEncoder
-from .packing import Layout, collate, pack_task
+from .packing import Layout, PackingRules, collate
 from .reranker import DEFAULT_TARGET_LENGTH
 from .runtime import resolve_device
-from .tokenization import PieceTokenizer, TokenizedPiece
+from .tokenization import PieceTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -294,34 +294,36 @@ def make_groups(
 
 
 class GroupCollator:
-    """Tokenises and packs training groups exactly as `GLiClassReranker` packs inference calls.
+    """Tokenises and packs training groups with the reranker's own `PackingRules`.
 
-    `passages_per_pass` and `target_length` mean what they mean for the reranker, so a model trained with
-    the reranker's settings sees sequences laid out as it will at inference (None: no target, as the
-    reranker's NLI mode).
+    The knobs mean what they mean for `GLiClassReranker`, so a model trained with the reranker's settings
+    sees sequences laid out as it will at inference. Listwise: the group's text is the query and its labels
+    are passages. NLI (`mode="nli"`): the text is a premise read once with all its hypotheses, each cut to
+    `max_query_tokens`, the premise to what they leave and to `max_passage_tokens` (`passages_per_pass` and
+    `target_length` do not apply, as at inference).
     """
 
     def __init__(self, tokenizer, config: GLiClassConfig, max_length: int = 512, max_query_tokens: int = 64,
                  max_passage_tokens: int | None = None, passages_per_pass: int | None = None,
-                 target_length: int | None = None) -> None:
+                 target_length: int | None = None, mode: str = "listwise") -> None:
+        if mode not in ("listwise", "nli"):
+            raise ValueError(f"mode={mode!r}: choose 'listwise' or 'nli'")
         self.pieces = PieceTokenizer(tokenizer, config, max_piece_tokens=max_length)
         self.layout = Layout.from_tokenizer(self.pieces)
-        self.max_length = max_length
-        self.max_query_tokens = max_query_tokens
-        self.max_passage_tokens = max_passage_tokens
-        self.passages_per_pass = passages_per_pass
-        self.target_length = target_length
+        self.rules = PackingRules(self.layout, max_length, max_query_tokens, max_passage_tokens,
+                                  passages_per_pass, target_length)
+        self.mode = mode
 
     def __call__(self, groups: Sequence[tuple[str, list[str], list[float]]]):
         """(batch, targets): a PackedBatch and the float targets of its real labels, in row-major order."""
         sequences, targets_per_task = [], []
         for task, (text, labels, targets) in enumerate(groups):
-            text_ids = self.pieces.texts([text])[0].ids[: self.max_query_tokens]
-            pieces = self.pieces.labels(list(labels))
-            if self.max_passage_tokens is not None:
-                pieces = [TokenizedPiece(p.ids[: self.max_passage_tokens], p.cut) for p in pieces]
-            cap = self.passages_per_pass or len(pieces) or 1
-            packed, _ = pack_task(task, text_ids, pieces, self.layout, self.max_length, cap, self.target_length)
+            text_piece = self.pieces.texts([text])[0]
+            label_pieces = self.pieces.labels(list(labels))
+            if self.mode == "nli":
+                packed, _, _ = self.rules.text_with_labels(task, text_piece, label_pieces)
+            else:
+                packed, _ = self.rules.query_with_passages(task, text_piece, label_pieces)
             sequences.extend(packed)
             targets_per_task.append(targets)
         batch = collate(sequences, self.layout.pad_id)
@@ -520,14 +522,10 @@ class Trainer:
         self.model, self.tokenizer = model, tokenizer
         self.device = resolve_device(args.device)
         self.model.to(self.device).train()
-        if args.mode == "nli":
-            # NLI: the GLiClass text is the premise (a passage), the labels are hypotheses (query-sized).
-            self.collator = GroupCollator(tokenizer, model.config, args.max_length,
-                                          args.max_passage_tokens or args.max_length, args.max_query_tokens,
-                                          args.passages_per_pass)
-        else:
-            self.collator = GroupCollator(tokenizer, model.config, args.max_length, args.max_query_tokens,
-                                          args.max_passage_tokens, args.passages_per_pass, args.target_length)
+        # NLI: the GLiClass text is the premise (a passage), the labels are hypotheses (query-sized).
+        self.collator = GroupCollator(tokenizer, model.config, args.max_length, args.max_query_tokens,
+                                      args.max_passage_tokens, args.passages_per_pass, args.target_length,
+                                      mode=args.mode)
         self.bias = torch.nn.Parameter(torch.zeros((), device=self.device)) if args.train_bias else None
         self.step_callback = step_callback
         self.history: list[dict] = []

@@ -229,10 +229,9 @@ def test_packing_target_applies_to_listwise_only(tiny_model_dir):
     calls = []
     original = model._run
 
-    def spy(tasks):
-        out = original(tasks)
-        calls.append(out[2])  # number of packed sequences
-        return out
+    def spy(sequences, labels_per_task):
+        calls.append(len(sequences))  # number of packed sequences
+        return original(sequences, labels_per_task)
 
     model._run = spy
     model.score(QUERY, PASSAGES)  # each passage is > 24 - query - specials: one per sequence

@@ -169,6 +169,26 @@ def test_collator_packs_as_the_reranker_does(init_dir):
     np.testing.assert_allclose(logits.numpy(), expected, atol=1e-5)
 
 
+def test_nli_collator_packs_as_entailment_does(init_dir):
+    """NLI training reads a premise with its hypotheses exactly as `entailment` does, cuts included."""
+    reranker = GLiClassReranker.from_pretrained(init_dir, device="cpu", dtype="float32", max_length=64,
+                                                max_query_tokens=8, max_passage_tokens=40)
+    premise = " ".join(PASSAGES * 4)  # far longer than max_length: cut to what the hypotheses leave
+    hypotheses = ["the team won the match after a long and tense penalty shootout", "it rained", "a cake"]
+    collator = GroupCollator(reranker.tokenizer, reranker.config, 64, 8, 40, 2, 320, mode="nli")
+    batch, targets = collator([(premise, hypotheses, [1.0, 0.0, 0.0])])
+    assert batch.input_ids.shape[0] == 1  # one read of the premise for all its hypotheses
+    assert targets.tolist() == [1.0, 0.0, 0.0]
+    with torch.no_grad():
+        logits = reranker.model(batch)[batch.label_mask]
+    expected = np.log(np.array(reranker.entailment([premise], hypotheses)[0]) /
+                      (1 - np.array(reranker.entailment([premise], hypotheses)[0])))
+    np.testing.assert_allclose(logits.numpy(), expected, atol=1e-4)
+    # no max_passage_tokens: the premise still gets only what the sequence leaves, instead of failing
+    unbounded = GroupCollator(reranker.tokenizer, reranker.config, 64, 8, None, mode="nli")
+    assert unbounded([(premise, hypotheses, [1.0, 0.0, 0.0])])[0].input_ids.shape[1] <= 64
+
+
 def test_train_args_default_to_the_reranker_packing_target():
     from gliclass_rerank.reranker import DEFAULT_TARGET_LENGTH
 
