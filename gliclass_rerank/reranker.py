@@ -390,6 +390,23 @@ class GLiClassReranker:
 
 
 # ---------------------------------------------------------------------- helpers
+def reuse_loaded(model: Any, **loading_options: Any) -> GLiClassReranker | None:
+    """`model` when it is an already loaded reranker (to share it), else None (a hub id or folder to load).
+
+    Framework adapters take either; loading options (device, dtype, ...) cannot change a loaded model, so
+    any that are set alongside one are refused by name rather than silently ignored.
+    """
+    if not isinstance(model, GLiClassReranker):
+        return None
+    fixed = [name for name, value in loading_options.items() if value]
+    if fixed:
+        raise ValueError(
+            f"{', '.join(fixed)} configure loading a model; a loaded GLiClassReranker keeps its own settings "
+            "(pass them to GLiClassReranker.from_pretrained instead)"
+        )
+    return model
+
+
 # Probabilities stay in float64: in float32 every logit above ~16.6 rounds to 1.0, and models with large
 # logits (a cosine times a logit scale of 20) would tie at the top of the ranking. Ranking uses the logits.
 def _sigmoid(x: np.ndarray) -> np.ndarray:

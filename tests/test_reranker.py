@@ -438,3 +438,12 @@ def test_warm_up_runs_a_single_sequence_and_a_batch_and_leaves_no_cache(tiny_mod
     assert any(batch == 1 for batch, _ in shapes) and any(batch > 1 for batch, _ in shapes)
     assert len(r.pieces._cache) == 0  # the filler text is not kept
     assert r.score(QUERY, PASSAGES) == before
+
+
+def test_reuse_loaded_shares_a_model_and_refuses_loading_options(reranker):
+    from gliclass_rerank.reranker import reuse_loaded
+
+    assert reuse_loaded("knowledgator/gliclass-edge-v3.0", device="cpu") is None  # a name: the adapter loads it
+    assert reuse_loaded(reranker, device=None, model_kwargs={}) is reranker  # unset options are fine
+    with pytest.raises(ValueError, match="^device, dtype configure loading a model"):
+        reuse_loaded(reranker, device="cpu", dtype="float16", max_length=None)

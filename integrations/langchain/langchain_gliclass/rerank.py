@@ -17,6 +17,7 @@ from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from gliclass_rerank import GLiClassReranker
+from gliclass_rerank.reranker import reuse_loaded
 
 DEFAULT_MODEL = "knowledgator/gliclass-edge-v3.0"
 EVENT_NAME = "gliclass_rerank"
@@ -84,17 +85,10 @@ class GLiClassRerank(BaseDocumentCompressor):
     _load_lock: Any = PrivateAttr(default_factory=threading.Lock)
 
     def __init__(self, **data: Any) -> None:
-        loaded = data.get("model")
-        if isinstance(loaded, GLiClassReranker):
-            fixed = [k for k in ("device", "dtype", "passages_per_pass", "max_length", "model_kwargs") if data.get(k)]
-            if fixed:
-                raise ValueError(
-                    f"{', '.join(fixed)} configure loading a model; a loaded GLiClassReranker keeps its own "
-                    "settings (pass them to GLiClassReranker.from_pretrained instead)"
-                )
+        loaded = reuse_loaded(data.get("model"), **{k: data.get(k) for k in (
+            "device", "dtype", "passages_per_pass", "max_length", "model_kwargs")})
+        if loaded is not None:
             data = {**data, "model": loaded.name_or_path or type(loaded).__name__}
-        else:
-            loaded = None
         super().__init__(**data)
         self._reranker = loaded
 

@@ -18,6 +18,7 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from gliclass_rerank import GLiClassReranker
+from gliclass_rerank.reranker import reuse_loaded
 
 dispatcher = get_dispatcher(__name__)
 
@@ -91,15 +92,9 @@ class GLiClassRerank(BaseNodePostprocessor):
         callback_manager: Optional[CallbackManager] = None,
         **kwargs: Any,
     ) -> None:
-        loaded = model if isinstance(model, GLiClassReranker) else None
+        loaded = reuse_loaded(model, **{k: kwargs.get(k) for k in (
+            "device", "dtype", "passages_per_pass", "max_length", "model_kwargs", "token")})
         if loaded is not None:
-            fixed = [k for k in ("device", "dtype", "passages_per_pass", "max_length", "model_kwargs", "token")
-                     if kwargs.get(k)]
-            if fixed:
-                raise ValueError(
-                    f"{', '.join(fixed)} configure loading a model; a loaded GLiClassReranker keeps its own "
-                    "settings (pass them to GLiClassReranker.from_pretrained instead)"
-                )
             model = loaded.name_or_path or type(loaded).__name__
         super().__init__(
             model=str(model), top_n=top_n, callback_manager=callback_manager or CallbackManager(), **kwargs

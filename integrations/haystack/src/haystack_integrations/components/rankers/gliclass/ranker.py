@@ -15,6 +15,7 @@ from haystack.utils import ComponentDevice, Secret
 from haystack.utils.misc import _deduplicate_documents
 
 from gliclass_rerank import GLiClassReranker
+from gliclass_rerank.reranker import reuse_loaded
 
 DEFAULT_MODEL = "knowledgator/gliclass-edge-v3.0"
 
@@ -101,26 +102,11 @@ class GLiClassRanker:
             raise ValueError(msg)
         self._reranker: GLiClassReranker | None = None
         self._load_lock = threading.Lock()
-        if isinstance(model, GLiClassReranker):
-            fixed = [
-                name
-                for name, value in (
-                    ("device", device),
-                    ("dtype", dtype),
-                    ("passages_per_pass", passages_per_pass),
-                    ("max_length", max_length),
-                    ("model_kwargs", model_kwargs),
-                )
-                if value
-            ]
-            if fixed:
-                msg = (
-                    f"{', '.join(fixed)} configure loading a model; a loaded GLiClassReranker keeps its own "
-                    "settings (pass them to GLiClassReranker.from_pretrained instead)"
-                )
-                raise ValueError(msg)
-            self._reranker = model
-            model = model.name_or_path or type(model).__name__
+        loaded = reuse_loaded(model, device=device, dtype=dtype, passages_per_pass=passages_per_pass,
+                              max_length=max_length, model_kwargs=model_kwargs)
+        if loaded is not None:
+            self._reranker = loaded
+            model = loaded.name_or_path or type(loaded).__name__
         self.model = str(model)
         self.device = device
         self.dtype = dtype
