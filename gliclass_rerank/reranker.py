@@ -71,6 +71,10 @@ class GLiClassReranker:
             alone decides.
         show_progress_bar: a tqdm bar over batches, for long jobs.
         name_or_path: where the checkpoint came from (informational).
+        quantize: "int8" for dynamic int8 Linear layers (CPU, float32 only): 1.5x faster on CPU, ranks move a
+            little (docs/benchmarks.md, section 3). None keeps full precision.
+        compile: `torch.compile` the encoder (dynamic shapes): 1.15x on long passages on CPU, but tens of
+            seconds of compilation on the first calls; `warm_up()` pays them up front.
     """
 
     def __init__(
