@@ -299,8 +299,6 @@ class GLiClassReranker:
             for i, claims in enumerate(hypotheses):
                 _check_strings(f"hypotheses[{i}]", claims)
             per_premise = [list(h) for h in hypotheses]
-        for i, claims in enumerate(per_premise):
-            _check_strings(f"hypotheses[{i}]", claims)
         logits, _, _ = self._score_texts(premises, per_premise)
         return [_sigmoid(row).tolist() for row in logits]
 

@@ -17,17 +17,13 @@ pytest.importorskip("bm25s")
 pytest.importorskip("ir_measures")
 pytest.importorskip("sentence_transformers")
 
+from test_evaluation import DOCS as EVAL_DOCS  # noqa: E402
 from test_training import _plain_encoder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 DOCS = {
-    "d1": ("Football", "The football team won the championship after a penalty shootout."),
-    "d2": ("Baking", "She baked a chocolate cake with fresh strawberries and cream."),
-    "d3": ("Banking", "The central bank raised interest rates to fight inflation."),
-    "d4": ("Astronomy", "Astronomers observed a distant galaxy through the space telescope."),
-    "d5": ("Weather", "Heavy rain and strong winds are expected across the region."),
-    "d6": ("Music", "The orchestra played a symphony at the concert hall."),
+    **EVAL_DOCS,
     "d7": ("Elections", "Voters chose a new mayor in the city election."),
     "d8": ("Medicine", "The new vaccine reduced hospital admissions for influenza."),
 }

@@ -141,10 +141,7 @@ def _private_tokenizer(reranker: Any) -> Any:
     tok = getattr(reranker, "tokenizer", None)
     if tok is None:
         return None
-    try:
-        cached = _TOKENIZER_COPIES.get(reranker)
-    except TypeError:  # not weak-referenceable: copy per call (test doubles only)
-        cached = None
+    cached = _TOKENIZER_COPIES.get(reranker)
     if cached is not None and cached[0] is tok:
         return cached[1]
     import copy
@@ -153,10 +150,7 @@ def _private_tokenizer(reranker: Any) -> Any:
         private = copy.deepcopy(tok)
     except Exception:  # noqa: BLE001
         private = tok
-    try:
-        _TOKENIZER_COPIES[reranker] = (tok, private)
-    except TypeError:
-        pass
+    _TOKENIZER_COPIES[reranker] = (tok, private)
     return private
 
 
