@@ -420,7 +420,9 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-def batch_defaults(device: torch.device, batch_size: int | None, max_batch_tokens: int | str | None):
+def batch_defaults(
+    device: torch.device, batch_size: int | None, max_batch_tokens: int | str | None
+) -> tuple[int, int | None]:
     """(batch_size, max_batch_tokens) with the unset ones filled in for the device (CPU-sized or GPU-sized)."""
     on_gpu = device.type == "cuda"
     if batch_size is None:

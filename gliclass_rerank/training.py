@@ -38,7 +38,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -510,7 +510,8 @@ class Trainer:
     """
 
     def __init__(self, args: TrainArgs, examples: Sequence[TrainExample], retrieval: bool = True,
-                 model: GLiClassUniEncoder | None = None, tokenizer=None, step_callback=None) -> None:
+                 model: GLiClassUniEncoder | None = None, tokenizer=None,
+                 step_callback: Callable[[int, float], None] | None = None) -> None:
         self.args = args
         self.examples = list(examples)
         if not self.examples:
@@ -716,7 +717,7 @@ def load_examples(args: TrainArgs) -> tuple[list[TrainExample], bool]:
     return examples, retrieval
 
 
-def train(args: TrainArgs, step_callback=None) -> dict:
+def train(args: TrainArgs, step_callback: Callable[[int, float], None] | None = None) -> dict:
     """Load the data, build or load the model, train, save to `args.output_dir`; returns the summary."""
     examples, retrieval = load_examples(args)
     return Trainer(args, examples, retrieval=retrieval, step_callback=step_callback).run()

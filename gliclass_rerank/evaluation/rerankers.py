@@ -8,7 +8,7 @@ It may also offer `score_batch(queries, passage_lists) -> list[list[float]]` to 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @runtime_checkable
@@ -178,7 +178,7 @@ def parse_system_spec(spec: str) -> tuple[str, str, str | None]:
     return kind, path, name or None
 
 
-def build_reranker(spec: str, **options):
+def build_reranker(spec: str, **options: Any) -> Any:
     """A reranker from a spec string `KIND:PATH[@NAME]`.
 
     KIND is "gliclass" (listwise), "gliclass-nli", "cross-encoder" or "embedding" (cosine). `options`

@@ -88,6 +88,7 @@ class Admission:
         self._tokens_per_s = 0.0  # exponential moving average
 
     def acquire(self, tokens: int) -> None:
+        """Admit a job of `tokens` estimated tokens, or raise :class:`QueueFullError` past the bound."""
         if self.requests > 0 and (
             self.tokens + tokens > self.max_queue_tokens or self.requests + 1 > self.max_queue_requests
         ):
@@ -96,16 +97,19 @@ class Admission:
         self.requests += 1
 
     def release(self, tokens: int) -> None:
+        """A job admitted with `tokens` has finished (or failed): its share of the bound is free again."""
         self.tokens = max(0, self.tokens - tokens)
         self.requests = max(0, self.requests - 1)
 
     def observe(self, tokens: int, seconds: float) -> None:
+        """A model call scored `tokens` in `seconds`: updates the throughput behind ``Retry-After``."""
         if seconds <= 0:
             return
         rate = tokens / seconds
         self._tokens_per_s = rate if self._tokens_per_s == 0 else 0.8 * self._tokens_per_s + 0.2 * rate
 
     def retry_after(self) -> int:
+        """Seconds until the work in flight should be done at the measured rate (1 to 60)."""
         if self._tokens_per_s <= 0:
             return 1
         return int(min(60, max(1, math.ceil(self.tokens / self._tokens_per_s))))

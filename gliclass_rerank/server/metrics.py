@@ -11,6 +11,8 @@ BATCH_TOKEN_BUCKETS = (64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
 
 class ServerMetrics:
+    """The server's Prometheus metrics (requests, latency, batch sizes, queue depth) in their own registry."""
+
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
         r = self.registry
