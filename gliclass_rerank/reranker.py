@@ -202,7 +202,8 @@ class GLiClassReranker:
         self.rerank("warm up", ["warm up"])  # one short sequence
         self.rerank("warm up", [words, words, "warm up " * 20, "warm up"])  # a batch of several lengths
         self.entailment([words, "warm up"], ["warm up", "up"])
-        self.pieces.clear_cache()  # the filler is not worth keeping
+        with self._lock:  # another thread may be tokenising
+            self.pieces.clear_cache()  # the filler is not worth keeping
 
     def rerank(
         self,
