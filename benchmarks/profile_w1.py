@@ -24,18 +24,14 @@ ours.prepare()
 cesys = make_system({"family": "ce"}, bb)
 cesys.prepare()
 r = ours.r
-from gliclass_rerank.packing import collate, pack_task, plan_batches
+from gliclass_rerank.packing import collate, plan_batches
 
 q, ps = w.queries[0], w.passages[0]
 
 
 def our_batches():
     r.pieces.clear_cache()
-    qids = r.pieces.texts([q])[0].ids[: r.max_query_tokens]
-    labels = r.pieces.labels(list(ps))
-    seqs, _ = pack_task(
-        0, qids, labels, r.layout, r.max_length, r.passages_per_pass, r.target_length
-    )
+    seqs, _ = r.packing_rules.query_with_passages(0, r.pieces.texts([q])[0], r.pieces.labels(list(ps)))
     plan = plan_batches(seqs, r.batch_size, r.max_batch_tokens)
     return [collate([seqs[i] for i in idx], r.layout.pad_id) for idx in plan]
 

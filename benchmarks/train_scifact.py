@@ -48,6 +48,8 @@ from gliclass_rerank.training import (
     examples_from_beir,
     init_from_encoder,
     micro_batches,
+    mixed_precision,
+    optimizer_step,
     seed_everything,
 )
 
@@ -75,8 +77,6 @@ def train_cross_encoder(encoder: str, examples, targs: TrainArgs, out: Path, max
         get_linear_schedule_with_warmup,
     )
 
-    from gliclass_rerank.training import _autocast
-
     seed_everything(targs.seed)
     tokenizer = AutoTokenizer.from_pretrained(encoder)
     model = AutoModelForSequenceClassification.from_pretrained(encoder, num_labels=1)
@@ -88,7 +88,7 @@ def train_cross_encoder(encoder: str, examples, targs: TrainArgs, out: Path, max
                                    {"params": head, "lr": targs.head_lr, "weight_decay": 0.0}])
     total = targs.max_steps
     scheduler = get_linear_schedule_with_warmup(optimizer, round(targs.warmup_ratio * total), total)
-    amp_dtype, scaler = _autocast(device, targs.precision)  # the GLiClass run's precision, for a fair budget
+    amp_dtype, scaler = mixed_precision(device, targs.precision)  # the GLiClass run's precision, for a fair budget
     stream = micro_batches(examples, targs, True)
     losses = []
     started = time.perf_counter()
@@ -106,14 +106,7 @@ def train_cross_encoder(encoder: str, examples, targs: TrainArgs, out: Path, max
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), targets) / targs.grad_accum
             (scaler.scale(loss) if scaler else loss).backward()
             losses.append(float(loss.detach()) * targs.grad_accum)
-        if scaler:
-            scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), targs.max_grad_norm)
-        if scaler:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+        optimizer_step(optimizer, targs.max_grad_norm, scaler)
         scheduler.step()
     model.eval()
     out.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,7 @@ from .config import LABEL_TOKEN, SEP_TOKEN, GLiClassConfig
 from .loading import load_model, load_tokenizer, save_pretrained
 from .modeling import GLiClassUniEncoder
 from .packing import Layout, PackingRules, collate
-from .reranker import DEFAULT_TARGET_LENGTH
+from .reranker import DEFAULT_TARGET_LENGTH, _positive_int
 from .runtime import resolve_device
 from .tokenization import PieceTokenizer
 
@@ -380,13 +380,14 @@ class TrainArgs:
         # Checked up front: a zero budget would otherwise train on empty passages without a word.
         for name in ("passages_per_pass", "group_size", "max_positives", "max_length", "max_query_tokens",
                      "batch_size", "grad_accum", "keep_checkpoints"):
-            _check_positive_int(name, getattr(self, name))
+            _positive_int(name, getattr(self, name))
         for name in ("target_length", "max_passage_tokens", "max_steps", "save_every", "max_train_queries"):
             if getattr(self, name) is not None:
-                _check_positive_int(name, getattr(self, name))
+                _positive_int(name, getattr(self, name))
         for name in ("negatives", "bm25_depth"):
-            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ValueError(f"{name}={getattr(self, name)!r}: must be an integer >= 0")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}={value!r}: must be an integer >= 0")
         for name in ("epochs", "encoder_lr", "head_lr", "logit_scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)!r}: must be > 0")
@@ -401,11 +402,6 @@ class TrainArgs:
         if self.max_query_tokens + 4 > self.max_length:
             raise ValueError(f"max_query_tokens={self.max_query_tokens} leaves no room for a passage in "
                              f"max_length={self.max_length}")
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r}: must be a positive integer")
 
 
 def seed_everything(seed: int) -> None:
@@ -453,7 +449,21 @@ def _param_groups(model: GLiClassUniEncoder, bias: torch.nn.Parameter | None, ar
     return [g for g in groups if g["params"]]
 
 
-def _autocast(device: torch.device, precision: str):
+def optimizer_step(optimizer: torch.optim.Optimizer, max_grad_norm: float,
+                   scaler: torch.amp.GradScaler | None = None) -> None:
+    """Clip the gradients of every parameter group to `max_grad_norm` and step (through fp16's scaler)."""
+    if scaler:
+        scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], max_grad_norm)
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+
+
+def mixed_precision(device: torch.device, precision: str):
+    """(autocast dtype or None, GradScaler or None) for `precision` on `device` (float32 off the GPU)."""
     if device.type != "cuda":
         if precision not in ("auto", "fp32", "float32"):
             logger.warning("precision=%s needs a GPU: training in float32", precision)
@@ -563,7 +573,7 @@ class Trainer:
         total = self.total_steps()
         optimizer = torch.optim.AdamW(_param_groups(self.model, self.bias, args))
         scheduler = get_linear_schedule_with_warmup(optimizer, round(args.warmup_ratio * total), total)
-        amp_dtype, scaler = _autocast(self.device, args.precision)
+        amp_dtype, scaler = mixed_precision(self.device, args.precision)
         step = 0
         if args.resume:
             checkpoint = _latest_checkpoint(out)
@@ -591,14 +601,7 @@ class Trainer:
                 loss = loss / args.grad_accum
                 (scaler.scale(loss) if scaler else loss).backward()
                 step_loss += float(loss.detach())
-            if scaler:
-                scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], args.max_grad_norm)
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+            optimizer_step(optimizer, args.max_grad_norm, scaler)
             scheduler.step()
             step += 1
             ema = step_loss if ema is None else 0.9 * ema + 0.1 * step_loss
