@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import inspect
 import math
+import pickle
 import threading
 import time
 import uuid
@@ -16,6 +19,11 @@ from haystack.utils import ComponentDevice, Secret
 from haystack_integrations.components.rankers.gliclass import GLiClassRanker
 
 from gliclass_rerank import GLiClassReranker
+
+from adapter_checks import (
+    LONG_TEXT, adapter_file, assert_same_ranking, check_readme, code_lines, recorded_loads, reference_file,
+    run_ticking, slow_loading,
+)
 
 QUERY = "what causes rain to fall from clouds?"
 TEXTS = [
@@ -191,7 +199,7 @@ def test_to_dict_from_dict(tiny_model_dir, core, monkeypatch):
     ranker = GLiClassRanker(
         model=str(tiny_model_dir), device=ComponentDevice.from_str("cpu"), top_k=3, mode="nli",
         meta_fields_to_embed=["title"], embedding_separator=" | ", scale_score=False, score_threshold=-5.0,
-        passages_per_pass=4, max_length=256, model_kwargs={"batch_size": 4},
+        passages_per_pass=4, max_length=256, batch_size=4, model_kwargs={"revision": "v1"},
     )
     data = ranker.to_dict()
     assert data["type"] == "haystack_integrations.components.rankers.gliclass.ranker.GLiClassRanker"
@@ -199,7 +207,7 @@ def test_to_dict_from_dict(tiny_model_dir, core, monkeypatch):
     assert params["token"] == {"type": "env_var", "env_vars": ["HF_API_TOKEN", "HF_TOKEN"], "strict": False}
     assert params["device"] == ComponentDevice.from_str("cpu").to_dict()
     assert params["model"] == str(tiny_model_dir) and params["top_k"] == 3 and params["mode"] == "nli"
-    again = GLiClassRanker.from_dict(data)
+    again = GLiClassRanker.from_dict(copy.deepcopy(data))  # 2.x deserialises in place
     assert again.to_dict() == data
     assert isinstance(again.device, ComponentDevice) and isinstance(again.token, Secret)
     assert again.reranker is None  # from_dict stays cheap
@@ -213,6 +221,7 @@ def test_to_dict_from_dict(tiny_model_dir, core, monkeypatch):
     monkeypatch.setattr(GLiClassReranker, "from_pretrained", classmethod(lambda cls, *a, **k: seen.update(k) or core))
     again.warm_up()
     assert seen["token"] == "hf_test_token" and seen["batch_size"] == 4 and seen["passages_per_pass"] == 4
+    assert seen["revision"] == "v1"
 
 
 def test_loaded_model_settings_checked(core):
@@ -271,35 +280,160 @@ def test_run_async_matches_and_does_not_block(core, monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(core, "rerank", slow)
-
-    async def main():
-        ticks = 0
-
-        async def ticker():
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        task = asyncio.create_task(ticker())
-        out = await ranker.run_async(query=QUERY, documents=docs)
-        task.cancel()
-        return out["documents"], ticks
-
-    out, ticks = asyncio.run(main())
+    out, ticks = run_ticking(lambda: ranker.run_async(query=QUERY, documents=docs))
+    out = out["documents"]
     assert as_pairs(out) == expected
     assert ticks >= 5
     assert threads and threads[0] != threading.get_ident()
 
 
+def run_pipeline_async(pipeline: Pipeline, inputs: dict):
+    """`Pipeline.run_async` (3.x), or 2.x's `AsyncPipeline` over the same components."""
+    if hasattr(pipeline, "run_async"):
+        return pipeline.run_async(inputs)
+    from haystack import AsyncPipeline
+
+    return AsyncPipeline.from_dict(pipeline.to_dict()).run_async(inputs)
+
+
 def test_pipeline_run_async(core):
-    index = f"gliclass-{uuid.uuid4().hex}"
-    store = InMemoryDocumentStore(index=index)
+    pipeline, store = make_pipeline(core, f"gliclass-{uuid.uuid4().hex}")
     store.write_documents([Document(content=t, id=f"d{i}") for i, t in enumerate(TEXTS)])
-    pipeline = Pipeline()
-    pipeline.add_component("retriever", InMemoryBM25Retriever(document_store=store, top_k=5))
-    pipeline.add_component("ranker", GLiClassRanker(model=core, top_k=2))
-    pipeline.connect("retriever.documents", "ranker.documents")
     retrieved = pipeline.get_component("retriever").run(query=QUERY)["documents"]
-    result = asyncio.run(pipeline.run_async({"retriever": {"query": QUERY}, "ranker": {"query": QUERY}}))
+    result = asyncio.run(run_pipeline_async(pipeline, {"retriever": {"query": QUERY}, "ranker": {"query": QUERY}}))
     assert as_pairs(result["ranker"]["documents"]) == core_pairs(core, retrieved, top_n=2)
+
+
+def test_async_pipeline_keeps_the_loop_running_while_the_model_loads(tiny_model_dir, core, monkeypatch):
+    index = f"gliclass-{uuid.uuid4().hex}"
+    pipeline, store = make_pipeline(str(tiny_model_dir), index, device=ComponentDevice.from_str("cpu"), dtype="float32")
+    store.write_documents([Document(content=t, id=f"d{i}") for i, t in enumerate(TEXTS)])
+    retrieved = pipeline.get_component("retriever").run(query=QUERY)["documents"]
+    loaders = slow_loading(monkeypatch)
+    inputs = {"retriever": {"query": QUERY}, "ranker": {"query": QUERY}}
+    result, ticks = run_ticking(lambda: run_pipeline_async(pipeline, inputs))
+    assert ticks >= 20 and len(loaders) == 1 and loaders[0] != threading.get_ident()
+    assert [d.id for d in result["ranker"]["documents"]] == [i for i, _ in core_pairs(core, retrieved, top_n=2)]
+
+
+def test_warm_up_async_loads_in_a_worker_thread(tiny_model_dir, monkeypatch):
+    loaders = slow_loading(monkeypatch)
+    ranker = GLiClassRanker(model=str(tiny_model_dir), device=ComponentDevice.from_str("cpu"))
+    _, ticks = run_ticking(ranker.warm_up_async)
+    assert ticks >= 20 and loaders and loaders[0] != threading.get_ident()
+    assert ranker.reranker is not None
+    ranker.warm_up()  # loaded: a no-op
+    assert len(loaders) == 1
+
+
+def test_copy_and_pickle_share_or_reload_never_carry_the_model(tiny_model_dir, core, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    ranker = GLiClassRanker(model=str(tiny_model_dir), top_k=None, device=ComponentDevice.from_str("cpu"))
+    assert copy.deepcopy(ranker).reranker is None
+    docs = make_docs()
+    expected = as_pairs(ranker.run(query=QUERY, documents=docs)["documents"])
+    loaded = ranker.reranker
+    for clone in (copy.deepcopy(ranker), copy.copy(ranker)):
+        assert clone.reranker is loaded and clone.to_dict() == ranker.to_dict()
+    payload = pickle.dumps(ranker)
+    assert len(payload) < 20_000  # the tiny model's weights alone are far more
+    clone = pickle.loads(payload)
+    assert clone.reranker is None and clone.to_dict() == ranker.to_dict()
+    assert_same_ranking(as_pairs(clone.run(query=QUERY, documents=docs)["documents"]), expected)
+    assert clone.reranker is not loaded
+    shared = GLiClassRanker(model=core)
+    assert copy.deepcopy(shared).reranker is core
+    assert pickle.loads(pickle.dumps(shared)).reranker is None
+
+
+def test_token_secret_resolved_when_loading_and_never_dumped(core, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_value")
+    ranker = GLiClassRanker(model="org/private", device=ComponentDevice.from_str("cpu"))
+    assert "hf_secret_value" not in str(ranker.to_dict()) and "hf_secret_value" not in repr(ranker)
+    with pytest.raises(ValueError, match="token"):  # Haystack's rule: a plain token is not serialised
+        GLiClassRanker(model="org/private", token=Secret.from_token("hf_secret_value")).to_dict()
+    calls = recorded_loads(monkeypatch, core)
+    ranker.warm_up()
+    assert calls == [{"name": "org/private", "device": "cpu", "token": "hf_secret_value"}]
+
+
+def test_bad_options_refused_at_construction_naming_them(core):
+    with pytest.raises(ValueError, match="model_kwargs\\['device'\\] repeats the 'device' option"):
+        GLiClassRanker(model="org/model", model_kwargs={"device": "cpu"})
+    with pytest.raises(ValueError, match="model_kwargs\\['token'\\]"):
+        GLiClassRanker(model="org/model", model_kwargs={"token": "hf_x"})
+    with pytest.raises(ValueError, match="model_kwargs\\['revison'\\] is not an argument"):
+        GLiClassRanker(model="org/model", model_kwargs={"revison": "main"})
+    with pytest.raises(ValueError, match="mode='pointwise'"):
+        GLiClassRanker(model="org/model", mode="pointwise")
+    with pytest.raises(ValueError, match="score_threshold"):
+        GLiClassRanker(model="org/model", score_threshold=2.0)
+    GLiClassRanker(model="org/model", score_threshold=2.0, scale_score=False)  # a logit threshold
+    with pytest.raises(ValueError, match="max_length=0"):
+        GLiClassRanker(model="org/model", max_length=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        GLiClassRanker(model=core, batch_size=8)  # a loaded model keeps its own
+    with pytest.raises(ValueError, match="score_threshold"):  # run-time overrides are checked too
+        GLiClassRanker(model=core, score_threshold=2.0, scale_score=False).run(query=QUERY, documents=[],
+                                                                               scale_score=True)
+
+
+def test_batch_size_is_an_option(core, monkeypatch):
+    ranker = GLiClassRanker(model="org/model", batch_size=8)
+    assert ranker.to_dict()["init_parameters"]["batch_size"] == 8
+    calls = recorded_loads(monkeypatch, core)
+    ranker.warm_up()
+    assert calls[0]["batch_size"] == 8
+
+
+def test_scale_score_at_run_time(core):
+    docs = make_docs()
+    ranker = GLiClassRanker(model=core, top_k=None)
+    probs = ranker.run(query=QUERY, documents=docs)["documents"]
+    logits = ranker.run(query=QUERY, documents=docs, scale_score=False)["documents"]
+    init_logits = GLiClassRanker(model=core, top_k=None, scale_score=False).run(query=QUERY, documents=docs)
+    assert as_pairs(logits) == as_pairs(init_logits["documents"])
+    assert [d.id for d in logits] == [d.id for d in probs] and as_pairs(logits) != as_pairs(probs)
+    back = GLiClassRanker(model=core, top_k=None, scale_score=False).run(query=QUERY, documents=docs, scale_score=True)
+    assert as_pairs(back["documents"]) == as_pairs(probs)
+
+
+def test_query_and_document_prefixes(core, monkeypatch):
+    seen = []
+    original = core.rerank
+
+    def spy(query, passages, **kwargs):
+        seen.append((query, list(passages)))
+        return original(query, passages, **kwargs)
+
+    monkeypatch.setattr(core, "rerank", spy)
+    docs = make_docs()
+    ranker = GLiClassRanker(model=core, top_k=None, query_prefix="query: ", document_prefix="passage: ",
+                            meta_fields_to_embed=["title"])
+    out = ranker.run(query=QUERY, documents=docs)["documents"]
+    assert seen[0] == (f"query: {QUERY}", [f"passage: {TITLES[i]}\n{t}" for i, t in enumerate(TEXTS)])
+    assert [d.id for d in out] == [docs[r.index].id for r in original(*seen[0])]
+    params = ranker.to_dict()["init_parameters"]
+    assert params["query_prefix"] == "query: " and params["document_prefix"] == "passage: "
+
+
+def test_truncated_passages_are_flagged(core):
+    docs = [*make_docs(), Document(content=LONG_TEXT, id="long")]
+    out = GLiClassRanker(model=core, top_k=None).run(query=QUERY, documents=docs)["documents"]
+    flags = {d.id: d.meta["truncated"] for d in out}
+    expected = {docs[r.index].id: r.truncated for r in core.rerank(QUERY, [d.content for d in docs])}
+    assert flags == expected and flags["long"] is True and sum(flags.values()) == 1
+    assert "truncated" not in docs[-1].meta
+
+
+def test_readme_lists_the_options_in_order():
+    check_readme("haystack", list(inspect.signature(GLiClassRanker.__init__).parameters)[1:])
+
+
+def test_code_no_longer_than_sentence_transformers_similarity_ranker():
+    reference = reference_file("haystack.components.rankers.sentence_transformers_similarity") or reference_file(
+        "haystack_integrations.components.rankers.sentence_transformers.sentence_transformers_similarity"
+    )
+    if reference is None:
+        pytest.skip("SentenceTransformersSimilarityRanker is not installed (haystack-ai 3.x moved it out)")
+    assert code_lines(adapter_file("haystack_integrations.components.rankers.gliclass.ranker")) <= code_lines(reference)

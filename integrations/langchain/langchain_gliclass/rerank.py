@@ -2,22 +2,22 @@
 
 The compressor only translates types: documents -> texts (optionally with chosen metadata fields), the
 core's `rerank` does the scoring, sorting, `top_n` and threshold, and its results -> copies of the
-documents with `metadata["relevance_score"]`.
+documents with `metadata["relevance_score"]`. Loading, sharing and copying the model is the core's
+`LazyReranker`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManager, CallbackManager, Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
 
 from gliclass_rerank import GLiClassReranker
-from gliclass_rerank.reranker import reuse_loaded
+from gliclass_rerank.handle import LazyReranker, reranked_metadata
 
 DEFAULT_MODEL = "knowledgator/gliclass-edge-v3.0"
 EVENT_NAME = "gliclass_rerank"
@@ -39,12 +39,13 @@ class GLiClassRerank(BaseDocumentCompressor):
 
     `model` is a Hugging Face id, a local folder, or an already loaded `gliclass_rerank.GLiClassReranker`
     (share one model between several compressors and other adapters). A model given by name is loaded on
-    first use.
+    first use, so construction, copies and pickling stay cheap.
 
     Returned documents are copies (`Document.id` kept) sorted by score, highest first, with
-    `metadata["relevance_score"]` (a probability in [0, 1]) added to their existing metadata. If a document
-    already had a `relevance_score` (an earlier reranker's), it is kept as `metadata["retrieval_score"]`
-    unless that key is already taken.
+    `metadata["relevance_score"]` (a probability in [0, 1]) and `metadata["truncated"]` (whether the text was
+    cut to its token budget before scoring) added to their existing metadata. If a document already had a
+    `relevance_score` (an earlier reranker's), it is kept as `metadata["retrieval_score"]` unless that key is
+    already taken.
 
     `metadata_fields` chooses metadata that is scored with the text: each present field becomes a
     `"key: value"` line, joined with `metadata_separator` before `page_content` (the same shape as
@@ -74,39 +75,28 @@ class GLiClassRerank(BaseDocumentCompressor):
     """'cpu', 'cuda', 'cuda:1', 'mps'; None: auto."""
     dtype: str | None = None
     """'float32', 'float16', 'bfloat16'; None: auto."""
-    passages_per_pass: int | None = Field(default=None, ge=1)
+    token: SecretStr | None = Field(default=None, exclude=True)
+    """Hugging Face token for private models (never in dumps or repr)."""
+    batch_size: int | None = None
+    """Packed sequences per forward pass; None: the core's default (64 on CPU, 256 on CUDA)."""
+    passages_per_pass: int | None = None
     """Most passages packed in one sequence (listwise); None: the core's default."""
-    max_length: int | None = Field(default=None, ge=1)
+    max_length: int | None = None
     """Tokens per packed sequence; None: min(512, the backbone's positions)."""
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
-    """Further keyword arguments for `GLiClassReranker.from_pretrained` (token, revision, batch_size...)."""
+    """Further keyword arguments for `GLiClassReranker.from_pretrained` (revision, max_batch_tokens...)."""
 
-    _reranker: GLiClassReranker | None = PrivateAttr(default=None)
-    _load_lock: Any = PrivateAttr(default_factory=threading.Lock)
+    _handle: LazyReranker = PrivateAttr()
 
     def __init__(self, **data: Any) -> None:
-        loaded = reuse_loaded(data.get("model"), **{k: data.get(k) for k in (
-            "device", "dtype", "passages_per_pass", "max_length", "model_kwargs")})
-        if loaded is not None:
-            data = {**data, "model": loaded.name_or_path or type(loaded).__name__}
-        super().__init__(**data)
-        self._reranker = loaded
+        handle = LazyReranker.from_options(data.get("model", DEFAULT_MODEL), data)
+        super().__init__(**{**data, "model": handle.name})
+        self._handle = handle
 
     @property
     def reranker(self) -> GLiClassReranker:
         """The core reranker, loaded on first use."""
-        if self._reranker is None:
-            with self._load_lock:
-                if self._reranker is None:
-                    options = {"passages_per_pass": self.passages_per_pass, "max_length": self.max_length}
-                    self._reranker = GLiClassReranker.from_pretrained(
-                        self.model,
-                        device=self.device or "auto",
-                        dtype=self.dtype or "auto",
-                        **{k: v for k, v in options.items() if v is not None},
-                        **self.model_kwargs,
-                    )
-        return self._reranker
+        return self._handle.get()
 
     def _text(self, doc: Document) -> str:
         if not self.metadata_fields:
@@ -125,11 +115,8 @@ class GLiClassRerank(BaseDocumentCompressor):
         out = []
         for result in results:
             doc = documents[result.index]
-            metadata = dict(doc.metadata)
-            if "relevance_score" in metadata and "retrieval_score" not in metadata:
-                metadata["retrieval_score"] = metadata["relevance_score"]
-            metadata["relevance_score"] = result.score
-            out.append(doc.model_copy(update={"metadata": metadata}))
+            metadata = reranked_metadata(doc.metadata, result, doc.metadata.get("relevance_score"))
+            out.append(doc.model_copy(update={"metadata": {**metadata, "relevance_score": result.score}}))
         event = {
             "query": query,
             "model": self.model,
@@ -159,7 +146,7 @@ class GLiClassRerank(BaseDocumentCompressor):
         query: str,
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
-        """`compress_documents` without blocking the event loop (the model runs in a worker thread)."""
+        """`compress_documents` without blocking the event loop (loading and the model run in a worker thread)."""
         if not documents:
             return []
         out, event = await asyncio.to_thread(self._rerank, documents, query)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import pickle
 import threading
 import time
 
@@ -15,7 +17,12 @@ from langchain_core.prompts import PromptTemplate
 from langchain_core.runnables import RunnableLambda, RunnablePassthrough
 from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_gliclass import GLiClassRerank
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
+
+from adapter_checks import (
+    LONG_TEXT, assert_same_ranking, check_readme, code_lines, adapter_file, recorded_loads, reference_file,
+    run_ticking, slow_loading,
+)
 
 QUERY = "what causes rain to fall from clouds?"
 TEXTS = [
@@ -188,22 +195,7 @@ def test_async_retriever_and_loop_not_blocked(core, monkeypatch):
 
     monkeypatch.setattr(core, "rerank", slow)
     recorder = AsyncRecorder()
-
-    async def main():
-        ticks = 0
-
-        async def ticker():
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        task = asyncio.create_task(ticker())
-        out = await retriever.ainvoke(QUERY, config={"callbacks": [recorder]})
-        task.cancel()
-        return out, ticks
-
-    out, ticks = asyncio.run(main())
+    out, ticks = run_ticking(lambda: retriever.ainvoke(QUERY, config={"callbacks": [recorder]}))
     assert as_pairs(out) == expected
     assert ticks >= 5
     assert threads and threads[0] != threading.get_ident()
@@ -232,13 +224,11 @@ def test_lcel_chain(core):
 
 def test_loaded_lazily_by_name(tiny_model_dir, core):
     compressor = GLiClassRerank(model=str(tiny_model_dir), top_n=None, device="cpu", dtype="float32")
-    assert compressor._reranker is None
+    assert compressor._handle.loaded is None
     docs = make_docs()
     out = compressor.compress_documents(docs, QUERY)
-    assert compressor._reranker is not None and compressor._reranker is not core
-    expected = core_pairs(core, docs)
-    assert [d.id for d in out] == [i for i, _ in expected]
-    assert [s for _, s in as_pairs(out)] == pytest.approx([s for _, s in expected])
+    assert compressor._handle.loaded is not None and compressor._handle.loaded is not core
+    assert_same_ranking(as_pairs(out), core_pairs(core, docs))
 
 
 def test_settings_validated(core):
@@ -248,11 +238,100 @@ def test_settings_validated(core):
         GLiClassRerank(model=core, top_n=0)
     with pytest.raises(ValidationError):
         GLiClassRerank(model=core, score_threshold=2.0)
-    with pytest.raises(ValidationError):
-        GLiClassRerank(model=core, mode="pointwise")
+    with pytest.raises(ValidationError, match="mode"):
+        GLiClassRerank(model="org/model", mode="pointwise")
     with pytest.raises(ValueError, match="device"):
         GLiClassRerank(model=core, device="cpu")
     a, b = GLiClassRerank(model=core), GLiClassRerank(model=core, mode="nli")
     assert a.reranker is b.reranker is core
     assert a.model == str(core.name_or_path)
     assert GLiClassRerank(model="some/model", top_n=5).model_dump()["top_n"] == 5
+
+
+def test_copy_and_pickle_share_or_reload_never_carry_the_model(tiny_model_dir, core):
+    by_name = GLiClassRerank(model=str(tiny_model_dir), top_n=None, device="cpu", dtype="float32")
+    assert copy.deepcopy(by_name)._handle.loaded is None
+    docs = make_docs()
+    expected = as_pairs(by_name.compress_documents(docs, QUERY))
+    loaded = by_name._handle.loaded
+    # copies share the loaded model by reference; a pickle carries the settings only and reloads
+    for clone in (copy.deepcopy(by_name), copy.copy(by_name), by_name.model_copy(deep=True)):
+        assert clone.reranker is loaded and clone.model_dump() == by_name.model_dump()
+    payload = pickle.dumps(by_name)
+    assert len(payload) < 20_000  # the tiny model's weights alone are far more
+    clone = pickle.loads(payload)
+    assert clone._handle.loaded is None and clone.model_dump() == by_name.model_dump()
+    assert_same_ranking(as_pairs(clone.compress_documents(docs, QUERY)), expected)
+    assert clone._handle.loaded is not loaded
+    shared = GLiClassRerank(model=core, top_n=None)
+    assert copy.deepcopy(shared).reranker is core
+    assert pickle.loads(pickle.dumps(shared))._handle.loaded is None
+
+
+def test_token_is_a_secret_kept_out_of_dumps(core, monkeypatch):
+    compressor = GLiClassRerank(model="org/private", token="hf_secret_value", device="cpu")
+    assert isinstance(compressor.token, SecretStr)
+    dumped = compressor.model_dump()
+    assert "token" not in dumped
+    for shown in (repr(compressor), str(compressor), str(dumped), compressor.model_dump_json()):
+        assert "hf_secret_value" not in shown
+    calls = recorded_loads(monkeypatch, core)
+    assert compressor.reranker is core
+    assert calls == [{"name": "org/private", "device": "cpu", "token": "hf_secret_value"}]
+    # the old route, a token in model_kwargs, is refused: it would show in dumps
+    with pytest.raises(ValueError, match="model_kwargs\\['token'\\] repeats the 'token' option"):
+        GLiClassRerank(model="org/private", model_kwargs={"token": "hf_secret_value"})
+
+
+def test_bad_options_refused_at_construction_naming_them(core):
+    with pytest.raises(ValueError, match="model_kwargs\\['device'\\] repeats the 'device' option"):
+        GLiClassRerank(model="org/model", model_kwargs={"device": "cpu"})
+    with pytest.raises(ValueError, match="model_kwargs\\['revison'\\] is not an argument"):
+        GLiClassRerank(model="org/model", model_kwargs={"revison": "main"})
+    with pytest.raises(ValueError, match="score_threshold"):
+        GLiClassRerank(model="org/model", score_threshold=1.01)
+    with pytest.raises(ValueError, match="passages_per_pass=0"):
+        GLiClassRerank(model="org/model", passages_per_pass=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        GLiClassRerank(model=core, batch_size=8)  # a loaded model keeps its own
+
+
+def test_batch_size_is_an_option(core, monkeypatch):
+    compressor = GLiClassRerank(model="org/model", batch_size=8, passages_per_pass=4, max_length=128,
+                                model_kwargs={"revision": "v1"})
+    assert compressor.model_dump()["batch_size"] == 8
+    calls = recorded_loads(monkeypatch, core)
+    compressor.reranker
+    assert calls == [{"name": "org/model", "batch_size": 8, "passages_per_pass": 4, "max_length": 128,
+                      "revision": "v1"}]
+
+
+def test_async_loads_the_model_off_the_loop(tiny_model_dir, core, monkeypatch):
+    loaders = slow_loading(monkeypatch)
+    compressor = GLiClassRerank(model=str(tiny_model_dir), top_n=None, device="cpu", dtype="float32")
+    docs = make_docs()
+    out, ticks = run_ticking(lambda: compressor.acompress_documents(docs, QUERY))
+    assert ticks >= 20 and loaders and loaders[0] != threading.get_ident()
+    assert [d.id for d in out] == [i for i, _ in core_pairs(core, docs)]
+
+
+def test_truncated_passages_are_flagged(core):
+    docs = [*make_docs(), Document(page_content=LONG_TEXT, id="long")]
+    out = GLiClassRerank(model=core, top_n=None).compress_documents(docs, QUERY)
+    flags = {d.id: d.metadata["truncated"] for d in out}
+    expected = {docs[r.index].id: r.truncated for r in core.rerank(QUERY, [d.page_content for d in docs])}
+    assert flags == expected and flags["long"] is True and sum(flags.values()) == 1
+    assert "truncated" not in docs[-1].metadata
+
+
+def test_readme_lists_the_options_in_order():
+    check_readme("langchain", list(GLiClassRerank.model_fields))
+
+
+def test_code_no_longer_than_cohere_rerank():
+    # CrossEncoderReranker (28 lines) holds no model, options or async path of its own: it calls a
+    # BaseCrossEncoder it is given; langchain_cohere's CohereRerank is the one that builds its client itself.
+    reference = reference_file("langchain_cohere.rerank")
+    if reference is None:
+        pytest.skip("langchain-cohere is not installed")
+    assert code_lines(adapter_file("langchain_gliclass.rerank")) <= code_lines(reference)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import pickle
 import threading
 import time
@@ -19,6 +20,11 @@ from llama_index.core.llms import MockLLM
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 from llama_index.postprocessor.gliclass_rerank import GLiClassRerank
+
+from adapter_checks import (
+    LONG_TEXT, adapter_file, assert_same_ranking, check_readme, code_lines, recorded_loads, reference_file,
+    run_ticking, slow_loading,
+)
 
 QUERY = "what causes rain to fall from clouds?"
 TEXTS = [
@@ -132,6 +138,12 @@ def test_inputs_not_mutated_and_retrieval_score_kept(core):
     for n in out:
         assert n.node.metadata["retrieval_score"] == retrieval[n.node.node_id]
         assert n.node.metadata["title"] in TITLES
+        # what the reranker adds stays out of the text an LLM or a second reranker reads
+        assert n.node.get_content(MetadataMode.LLM) == n.node.get_content(MetadataMode.EMBED) == embed_texts([
+            next(m for m in nodes if m.node.node_id == n.node.node_id)])[0]
+    # a second reranker in a row keeps the first stage's score
+    again = GLiClassRerank(model=core, top_n=None, keep_retrieval_score=True).postprocess_nodes(out, query_str=QUERY)
+    assert {n.node.node_id: n.node.metadata["retrieval_score"] for n in again} == retrieval
     # without keep_retrieval_score the metadata is left as it was
     plain = GLiClassRerank(model=core, top_n=None).postprocess_nodes(nodes, query_str=QUERY)
     assert all("retrieval_score" not in n.node.metadata for n in plain)
@@ -202,25 +214,21 @@ def test_async_matches_sync_and_does_not_block_the_loop(core, monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(core, "rerank", slow)
-
-    async def main():
-        ticks = 0
-
-        async def ticker():
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        task = asyncio.create_task(ticker())
-        out = await pp.apostprocess_nodes(nodes, query_str=QUERY)
-        task.cancel()
-        return out, ticks
-
-    out, ticks = asyncio.run(main())
+    out, ticks = run_ticking(lambda: pp.apostprocess_nodes(nodes, query_str=QUERY))
     assert as_pairs(out) == expected
     assert ticks >= 5  # the loop kept running while the model worked
     assert threads and threads[0] != threading.get_ident()
+
+
+def test_async_loads_the_model_off_the_loop(tiny_model_dir, core, monkeypatch):
+    # the base class's apostprocess_nodes runs the whole call (a first-use load too) in a worker thread
+    assert "_apostprocess_nodes" not in GLiClassRerank.__dict__
+    loaders = slow_loading(monkeypatch)
+    pp = GLiClassRerank(model=str(tiny_model_dir), top_n=None, device="cpu", dtype="float32")
+    nodes = make_nodes()
+    out, ticks = run_ticking(lambda: pp.apostprocess_nodes(nodes, query_str=QUERY))
+    assert ticks >= 20 and loaders and loaders[0] != threading.get_ident()
+    assert [n.node.node_id for n in out] == [i for i, _ in core_pairs(core, nodes, embed_texts(nodes))]
 
 
 def test_concurrent_async_calls_share_one_model(core):
@@ -258,12 +266,11 @@ def test_query_engine_with_node_postprocessors(core):
 
 def test_model_loaded_lazily_by_name(tiny_model_dir, core):
     pp = GLiClassRerank(model=str(tiny_model_dir), top_n=None, device="cpu", dtype="float32")
-    assert pp._reranker is None  # construction stays cheap
+    assert pp._handle.loaded is None  # construction stays cheap
     nodes = make_nodes()
     out = pp.postprocess_nodes(nodes, query_str=QUERY)
-    assert pp._reranker is not None and pp._reranker is not core
-    assert as_pairs(out) == pytest.approx(core_pairs(core, nodes, embed_texts(nodes)))
-    assert [n.node.node_id for n in out] == [p[0] for p in core_pairs(core, nodes, embed_texts(nodes))]
+    assert pp._handle.loaded is not None and pp._handle.loaded is not core
+    assert_same_ranking(as_pairs(out), core_pairs(core, nodes, embed_texts(nodes)))
 
 
 def test_serialisation_and_pickle(tiny_model_dir, core):
@@ -275,15 +282,15 @@ def test_serialisation_and_pickle(tiny_model_dir, core):
     assert data["class_name"] == "GLiClassRerank"
     assert data["model"] == str(tiny_model_dir) and data["top_n"] == 3 and data["mode"] == "nli"
     assert "token" not in data and "secret-token" not in pp.to_json()
+    assert "secret-token" not in repr(pp) and "secret-token" not in str(pp)
     again = GLiClassRerank.from_dict(data)
     assert again.to_dict() == data
 
     clone = pickle.loads(pickle.dumps(pp))
     assert clone.to_dict() == data
     nodes = make_nodes()
-    assert as_pairs(clone.postprocess_nodes(nodes, query_str=QUERY)) == pytest.approx(
-        core_pairs(core, nodes, TEXTS, top_n=3, mode="nli")
-    )
+    assert_same_ranking(as_pairs(clone.postprocess_nodes(nodes, query_str=QUERY)),
+                        core_pairs(core, nodes, TEXTS, top_n=3, mode="nli"))
 
 
 def test_loaded_model_shared_and_settings_checked(core):
@@ -298,3 +305,82 @@ def test_loaded_model_shared_and_settings_checked(core):
         GLiClassRerank(model=core, top_n=0)
     with pytest.raises(ValueError, match="score_threshold"):
         GLiClassRerank(model=core, score_threshold=1.5)
+
+
+def test_copy_and_pickle_share_or_reload_never_carry_the_model(tiny_model_dir, core):
+    by_name = GLiClassRerank(model=str(tiny_model_dir), top_n=None, device="cpu", dtype="float32")
+    fresh = copy.deepcopy(by_name)
+    assert fresh._handle.loaded is None and fresh.to_dict() == by_name.to_dict()
+    nodes = make_nodes()
+    expected = as_pairs(by_name.postprocess_nodes(nodes, query_str=QUERY))
+    loaded = by_name._handle.loaded
+    # a deep copy shares the loaded model by reference; a pickle carries the settings only and reloads
+    assert copy.deepcopy(by_name).reranker is loaded and copy.copy(by_name).reranker is loaded
+    payload = pickle.dumps(by_name)
+    assert len(payload) < 20_000  # the tiny model's weights alone are far more
+    clone = pickle.loads(payload)
+    assert clone._handle.loaded is None
+    assert_same_ranking(as_pairs(clone.postprocess_nodes(nodes, query_str=QUERY)), expected)
+    assert clone._handle.loaded is not loaded
+    # around a shared core: copies share it, a pickle reloads it from its name_or_path
+    shared = GLiClassRerank(model=core, top_n=None)
+    assert copy.deepcopy(shared).reranker is core
+    unpickled = pickle.loads(pickle.dumps(shared))
+    assert unpickled._handle.loaded is None and unpickled.model == str(core.name_or_path)
+
+
+def test_token_is_secret_and_reaches_the_loader(core, monkeypatch):
+    pp = GLiClassRerank(model="org/private", token="hf_secret_value", device="cpu")
+    for shown in (repr(pp), str(pp), str(pp.to_dict()), pp.to_json(), str(pp.model_dump())):
+        assert "hf_secret_value" not in shown
+    calls = recorded_loads(monkeypatch, core)
+    assert pp.reranker is core
+    assert calls == [{"name": "org/private", "device": "cpu", "token": "hf_secret_value"}]
+
+
+def test_bad_options_refused_at_construction_naming_them(core):
+    with pytest.raises(ValueError, match="model_kwargs\\['device'\\] repeats the 'device' option"):
+        GLiClassRerank(model="org/model", model_kwargs={"device": "cpu"})
+    with pytest.raises(ValueError, match="model_kwargs\\['token'\\]"):
+        GLiClassRerank(model="org/model", model_kwargs={"token": "hf_x"})
+    with pytest.raises(ValueError, match="model_kwargs\\['revison'\\] is not an argument"):
+        GLiClassRerank(model="org/model", model_kwargs={"revison": "main"})
+    with pytest.raises(ValueError, match="mode"):
+        GLiClassRerank(model="org/model", mode="pointwise")
+    with pytest.raises(ValueError, match="score_threshold"):
+        GLiClassRerank(model="org/model", score_threshold=-0.1)
+    with pytest.raises(ValueError, match="batch_size=0"):
+        GLiClassRerank(model="org/model", batch_size=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        GLiClassRerank(model=core, batch_size=8)  # a loaded model keeps its own
+
+
+def test_batch_size_is_an_option(core, monkeypatch):
+    pp = GLiClassRerank(model="org/model", batch_size=8, passages_per_pass=4, max_length=128,
+                        model_kwargs={"revision": "v1"})
+    assert pp.to_dict()["batch_size"] == 8
+    calls = recorded_loads(monkeypatch, core)
+    pp.reranker
+    assert calls == [{"name": "org/model", "batch_size": 8, "passages_per_pass": 4, "max_length": 128,
+                      "revision": "v1"}]
+
+
+def test_truncated_passages_are_flagged(core):
+    nodes = [*make_nodes(), NodeWithScore(node=TextNode(text=LONG_TEXT, id_="long"), score=0.0)]
+    out = GLiClassRerank(model=core, top_n=None).postprocess_nodes(nodes, query_str=QUERY)
+    flags = {n.node.node_id: n.node.metadata["truncated"] for n in out}
+    expected = {nodes[r.index].node.node_id: r.truncated for r in core.rerank(QUERY, embed_texts(nodes))}
+    assert flags == expected and flags["long"] is True and sum(flags.values()) == 1
+    assert "truncated" not in nodes[-1].node.metadata  # the input node is untouched
+
+
+def test_readme_lists_the_options_in_order():
+    options = [name for name in GLiClassRerank.model_fields if name != "callback_manager"]
+    check_readme("llama-index", options)
+
+
+def test_code_no_longer_than_sentence_transformer_rerank():
+    reference = reference_file("llama_index.core.postprocessor.sbert_rerank")
+    if reference is None:
+        pytest.skip("llama-index-core without SentenceTransformerRerank")
+    assert code_lines(adapter_file("llama_index.postprocessor.gliclass_rerank.base")) <= code_lines(reference)

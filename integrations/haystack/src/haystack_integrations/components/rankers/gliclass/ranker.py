@@ -1,11 +1,11 @@
 """`GLiClassRanker`: a Haystack ranker component over a `gliclass_rerank.GLiClassReranker`.
 
-The component only translates types: documents -> texts (optionally with chosen meta fields), the core's
-`rerank` does the scoring, sorting and `top_k`, and its results -> new `Document` objects with `score` set.
+The component only translates types: documents -> texts (optionally with chosen meta fields and prefixes), the
+core's `rerank` does the scoring, sorting and `top_k`, and its results -> new `Document` objects with `score`
+set. Loading, sharing and copying the model is the core's `LazyReranker`.
 """
 
 import asyncio
-import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -15,7 +15,8 @@ from haystack.utils import ComponentDevice, Secret
 from haystack.utils.misc import _deduplicate_documents
 
 from gliclass_rerank import GLiClassReranker
-from gliclass_rerank.reranker import reuse_loaded
+from gliclass_rerank.handle import LazyReranker, reranked_metadata
+from gliclass_rerank.reranker import MODES
 
 DEFAULT_MODEL = "knowledgator/gliclass-edge-v3.0"
 
@@ -39,26 +40,30 @@ class GLiClassRanker:
     ```
 
     Returned documents are new `Document` objects (`dataclasses.replace`, ids kept), sorted by score, best
-    first. A document's previous score (a retriever's) is kept in `meta["retrieval_score"]` (the first stage's,
-    when rankers are chained). As Haystack's other rankers do, documents with the same id are deduplicated
-    first (the highest-scoring one is kept).
+    first. Their meta gets `truncated` (whether the text was cut to its token budget before scoring), and a
+    document's previous score (a retriever's) is kept in `meta["retrieval_score"]` (the first stage's, when
+    rankers are chained). As Haystack's other rankers do, documents with the same id are deduplicated first
+    (the highest-scoring one is kept).
     """
 
     def __init__(
         self,
         *,
         model: str | Path | GLiClassReranker = DEFAULT_MODEL,
-        device: ComponentDevice | None = None,
-        dtype: str | None = None,
-        token: Secret | None = Secret.from_env_var(["HF_API_TOKEN", "HF_TOKEN"], strict=False),
         top_k: int | None = 10,
         score_threshold: float | None = None,
         mode: Literal["listwise", "nli"] = "listwise",
-        passages_per_pass: int | None = None,
-        max_length: int | None = None,
         meta_fields_to_embed: list[str] | None = None,
         embedding_separator: str = "\n",
+        query_prefix: str = "",
+        document_prefix: str = "",
         scale_score: bool = True,
+        device: ComponentDevice | None = None,
+        dtype: str | None = None,
+        token: Secret | None = Secret.from_env_var(["HF_API_TOKEN", "HF_TOKEN"], strict=False),
+        batch_size: int | None = None,
+        passages_per_pass: int | None = None,
+        max_length: int | None = None,
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         """
@@ -67,13 +72,6 @@ class GLiClassRanker:
         :param model:
             A Hugging Face model id, a local folder, or an already loaded `gliclass_rerank.GLiClassReranker`
             (to share one model in memory; it is then serialised by its `name_or_path`).
-        :param device:
-            The device to load the model on. `None` picks the best available device when the model is loaded,
-            so a pipeline saved on a GPU machine with `device=None` still loads on a CPU one.
-        :param dtype:
-            `"float32"`, `"float16"` or `"bfloat16"`; `None` picks bf16/fp16 on GPUs and fp32 on CPU.
-        :param token:
-            The Hugging Face token for private models.
         :param top_k:
             The maximum number of documents to return (`None`: all of them).
         :param score_threshold:
@@ -81,45 +79,52 @@ class GLiClassRanker:
         :param mode:
             `"listwise"` reads the query once with many passages as its labels; `"nli"` reads each
             passage as a premise with the query as its hypothesis.
-        :param passages_per_pass:
-            The most passages packed in one sequence (listwise); `None`: the library's default.
-        :param max_length:
-            Tokens per packed sequence; `None`: min(512, the backbone's positions).
         :param meta_fields_to_embed:
             Meta fields whose values are scored together with the document's content.
         :param embedding_separator:
             Separator between those meta values and the content.
+        :param query_prefix:
+            A string put before the query before scoring (an instruction, for models trained with one).
+        :param document_prefix:
+            A string put before each document's text (after the meta values are joined) before scoring.
         :param scale_score:
             `True`: scores are probabilities in [0, 1] (the model's sigmoid). `False`: scores are the
             model's logits, `log(p / (1 - p))`, unbounded; the ranking is the same.
+        :param device:
+            The device to load the model on. `None` picks the best available device when the model is loaded,
+            so a pipeline saved on a GPU machine with `device=None` still loads on a CPU one.
+        :param dtype:
+            `"float32"`, `"float16"` or `"bfloat16"`; `None` picks bf16/fp16 on GPUs and fp32 on CPU.
+        :param token:
+            The Hugging Face token for private models, resolved when the model is loaded.
+        :param batch_size:
+            Packed sequences per forward pass; `None`: the library's default (64 on CPU, 256 on CUDA).
+        :param passages_per_pass:
+            The most passages packed in one sequence (listwise); `None`: the library's default.
+        :param max_length:
+            Tokens per packed sequence; `None`: min(512, the backbone's positions).
         :param model_kwargs:
-            Further keyword arguments for `GLiClassReranker.from_pretrained` (`revision`, `batch_size`, ...).
+            Further keyword arguments for `GLiClassReranker.from_pretrained` (`revision`, `max_batch_tokens`...).
 
-        :raises ValueError: if `top_k` is not > 0, or device settings are given with a loaded model.
+        :raises ValueError: if `top_k` is not > 0, `mode` is unknown, `score_threshold` is outside [0, 1]
+            with `scale_score`, a `model_kwargs` key repeats an option, or loading options are given with a
+            loaded model.
         """
-        if top_k is not None and top_k <= 0:
-            msg = f"top_k must be > 0, but got {top_k}"
-            raise ValueError(msg)
-        self._reranker: GLiClassReranker | None = None
-        self._load_lock = threading.Lock()
-        loaded = reuse_loaded(model, device=device, dtype=dtype, passages_per_pass=passages_per_pass,
-                              max_length=max_length, model_kwargs=model_kwargs)
-        if loaded is not None:
-            self._reranker = loaded
-            model = loaded.name_or_path or type(loaded).__name__
-        self.model = str(model)
-        self.device = device
-        self.dtype = dtype
-        self.token = token
-        self.top_k = top_k
-        self.score_threshold = score_threshold
-        self.mode = mode
-        self.passages_per_pass = passages_per_pass
-        self.max_length = max_length
-        self.meta_fields_to_embed = meta_fields_to_embed or []
-        self.embedding_separator = embedding_separator
-        self.scale_score = scale_score
-        self.model_kwargs = model_kwargs
+        _check(top_k, score_threshold, scale_score)
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r}: choose one of {', '.join(MODES)}")
+        shared = isinstance(model, GLiClassReranker)
+        self._handle = LazyReranker(
+            model, device=device.to_torch_str() if device else None, dtype=dtype,
+            token=token.resolve_value if token and not shared else None, batch_size=batch_size,
+            passages_per_pass=passages_per_pass, max_length=max_length, model_kwargs=model_kwargs,
+        )
+        self.model = self._handle.name
+        self.top_k, self.score_threshold, self.mode = top_k, score_threshold, mode
+        self.meta_fields_to_embed, self.embedding_separator = meta_fields_to_embed or [], embedding_separator
+        self.query_prefix, self.document_prefix, self.scale_score = query_prefix, document_prefix, scale_score
+        self.device, self.dtype, self.token, self.batch_size = device, dtype, token, batch_size
+        self.passages_per_pass, self.max_length, self.model_kwargs = passages_per_pass, max_length, model_kwargs
 
     def _get_telemetry_data(self) -> dict[str, Any]:
         """Data that is sent to Posthog for usage analytics."""
@@ -128,24 +133,23 @@ class GLiClassRanker:
     @property
     def reranker(self) -> GLiClassReranker | None:
         """The loaded core reranker (`None` before `warm_up`)."""
-        return self._reranker
+        return self._handle.loaded
 
     def warm_up(self) -> None:
-        """Loads the model; a no-op once loaded (pipelines call it on every run)."""
-        if self._reranker is not None:
-            return
-        with self._load_lock:
-            if self._reranker is not None:
-                return
-            options = {"passages_per_pass": self.passages_per_pass, "max_length": self.max_length}
-            self._reranker = GLiClassReranker.from_pretrained(
-                self.model,
-                device=ComponentDevice.resolve_device(self.device).to_torch_str(),
-                dtype=self.dtype or "auto",
-                token=self.token.resolve_value() if self.token else None,
-                **{k: v for k, v in options.items() if v is not None},
-                **(self.model_kwargs or {}),
-            )
+        """
+        Loads the model; a no-op once loaded (pipelines call it on every run).
+
+        Called on a running event loop (Haystack 2.x's `AsyncPipeline` does), it leaves the loading to the
+        first `run_async`, which loads in a worker thread, so that the loop is not stalled.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self._handle.get()
+
+    async def warm_up_async(self) -> None:
+        """Loads the model in a worker thread (`Pipeline.run_async` calls it), so the event loop keeps running."""
+        await asyncio.to_thread(self._handle.get)
 
     def to_dict(self) -> dict[str, Any]:
         """
@@ -154,22 +158,10 @@ class GLiClassRanker:
         :returns:
             Dictionary with serialized data.
         """
-        return default_to_dict(
-            self,
-            model=self.model,
-            device=self.device,
-            dtype=self.dtype,
-            token=self.token,
-            top_k=self.top_k,
-            score_threshold=self.score_threshold,
-            mode=self.mode,
-            passages_per_pass=self.passages_per_pass,
-            max_length=self.max_length,
-            meta_fields_to_embed=self.meta_fields_to_embed,
-            embedding_separator=self.embedding_separator,
-            scale_score=self.scale_score,
-            model_kwargs=self.model_kwargs,
-        )
+        names = ("model", "top_k", "score_threshold", "mode", "meta_fields_to_embed", "embedding_separator",
+                 "query_prefix", "document_prefix", "scale_score", "device", "dtype", "token", "batch_size",
+                 "passages_per_pass", "max_length", "model_kwargs")
+        return default_to_dict(self, **{name: getattr(self, name) for name in names})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "GLiClassRanker":
@@ -187,7 +179,7 @@ class GLiClassRanker:
         meta_values = [
             str(doc.meta[key]) for key in self.meta_fields_to_embed if key in doc.meta and doc.meta[key] is not None
         ]
-        return self.embedding_separator.join([*meta_values, doc.content or ""])
+        return self.document_prefix + self.embedding_separator.join([*meta_values, doc.content or ""])
 
     @component.output_types(documents=list[Document])
     def run(
@@ -195,6 +187,7 @@ class GLiClassRanker:
         query: str,
         documents: list[Document],
         top_k: int | None = None,
+        scale_score: bool | None = None,
         score_threshold: float | None = None,
     ) -> dict[str, list[Document]]:
         """
@@ -206,44 +199,42 @@ class GLiClassRanker:
             The documents to rank.
         :param top_k:
             The maximum number of documents to return; overrides the value given at initialization.
+        :param scale_score:
+            `True`: probabilities in [0, 1]; `False`: the model's logits; overrides the value given at
+            initialization.
         :param score_threshold:
             Return only documents scoring at least this; overrides the value given at initialization.
         :returns:
             A dictionary with the following keys:
             - `documents`: new `Document` objects with `score` set, sorted from most to least relevant.
 
-        :raises ValueError: if `top_k` is not > 0, or the query is empty.
+        :raises ValueError: if `top_k` is not > 0, the threshold is outside [0, 1] with `scale_score`, or the
+            query is empty.
         """
+        top_k = self.top_k if top_k is None else top_k
+        scale_score = self.scale_score if scale_score is None else scale_score
+        score_threshold = self.score_threshold if score_threshold is None else score_threshold
+        _check(top_k, score_threshold, scale_score)
         if not documents:
             return {"documents": []}
-        top_k = self.top_k if top_k is None else top_k
-        score_threshold = self.score_threshold if score_threshold is None else score_threshold
-        if top_k is not None and top_k <= 0:
-            msg = f"top_k must be > 0, but got {top_k}"
-            raise ValueError(msg)
-        self.warm_up()
-        assert self._reranker is not None  # noqa: S101 (set by warm_up)
 
         documents = _deduplicate_documents(documents)
         # Probabilities and logits give the same order, so top_k can be applied by the core either way; a
         # threshold on the probability scale is applied by the core too, one on the logit scale below.
-        results = self._reranker.rerank(
-            query,
+        results = self._handle.get().rerank(
+            self.query_prefix + query if isinstance(query, str) else query,
             [self._text(doc) for doc in documents],
             top_n=top_k,
-            threshold=score_threshold if self.scale_score else None,
+            threshold=score_threshold if scale_score else None,
             mode=self.mode,
         )
         ranked = []
         for result in results:
-            score = result.score if self.scale_score else result.logit
-            if not self.scale_score and score_threshold is not None and score < score_threshold:
+            score = result.score if scale_score else result.logit
+            if not scale_score and score_threshold is not None and score < score_threshold:
                 continue
             doc = documents[result.index]
-            # the first stage's score is kept once: a second ranker in a row does not overwrite it
-            keep = doc.score is not None and "retrieval_score" not in doc.meta
-            meta = {**doc.meta, "retrieval_score": doc.score} if keep else doc.meta
-            ranked.append(replace(doc, score=score, meta=meta))
+            ranked.append(replace(doc, score=score, meta=reranked_metadata(doc.meta, result, doc.score)))
         return {"documents": ranked}
 
     @component.output_types(documents=list[Document])
@@ -252,6 +243,7 @@ class GLiClassRanker:
         query: str,
         documents: list[Document],
         top_k: int | None = None,
+        scale_score: bool | None = None,
         score_threshold: float | None = None,
     ) -> dict[str, list[Document]]:
         """
@@ -263,6 +255,9 @@ class GLiClassRanker:
             The documents to rank.
         :param top_k:
             The maximum number of documents to return; overrides the value given at initialization.
+        :param scale_score:
+            `True`: probabilities in [0, 1]; `False`: the model's logits; overrides the value given at
+            initialization.
         :param score_threshold:
             Return only documents scoring at least this; overrides the value given at initialization.
         :returns:
@@ -270,5 +265,13 @@ class GLiClassRanker:
             - `documents`: new `Document` objects with `score` set, sorted from most to least relevant.
         """
         return await asyncio.to_thread(
-            self.run, query=query, documents=documents, top_k=top_k, score_threshold=score_threshold
+            self.run, query=query, documents=documents, top_k=top_k, scale_score=scale_score,
+            score_threshold=score_threshold,
         )
+
+
+def _check(top_k: int | None, score_threshold: float | None, scale_score: bool) -> None:
+    if top_k is not None and top_k <= 0:
+        raise ValueError(f"top_k must be > 0, but got {top_k}")
+    if scale_score and score_threshold is not None and not 0.0 <= score_threshold <= 1.0:
+        raise ValueError(f"score_threshold={score_threshold}: must be in [0, 1] when scale_score is True")
