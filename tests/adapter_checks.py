@@ -23,6 +23,21 @@ READMES = {name: ROOT / "integrations" / name / "README.md" for name in ("llama-
 SHARED_OPTIONS = ("model", "top_n", "score_threshold", "mode", "device", "dtype", "token", "batch_size",
                   "passages_per_pass", "max_length", "model_kwargs")
 LONG_TEXT = "rain falls from clouds " * 400  # far over any sequence's budget: scored on its beginning only
+# Options each adapter refuses when it is built (not at first use), with what the error must name.
+BAD_OPTIONS = [
+    ({"model_kwargs": {"device": "cpu"}}, r"model_kwargs\['device'\] repeats the 'device' option"),
+    ({"model_kwargs": {"token": "hf_x"}}, r"model_kwargs\['token'\] repeats the 'token' option"),
+    ({"model_kwargs": {"revison": "v1"}}, r"model_kwargs\['revison'\] is not an argument"),
+    ({"mode": "pointwise"}, "mode"),
+    ({"score_threshold": 1.5}, "score_threshold"),
+    ({"score_threshold": -0.1}, "score_threshold"),
+    ({"batch_size": 0}, "batch_size=0"),
+    ({"passages_per_pass": 0}, "passages_per_pass=0"),
+    ({"max_length": 0}, "max_length=0"),
+]
+# Loading options as an adapter takes them, and the from_pretrained call they must become.
+LOADING_OPTIONS = {"batch_size": 8, "passages_per_pass": 4, "max_length": 128, "model_kwargs": {"revision": "v1"}}
+LOADED_WITH = {"name": "org/model", "batch_size": 8, "passages_per_pass": 4, "max_length": 128, "revision": "v1"}
 
 
 def run_ticking(make: Callable[[], Awaitable[Any]]) -> tuple[Any, int]:
@@ -69,6 +84,23 @@ def recorded_loads(monkeypatch, returns: GLiClassReranker) -> list[dict[str, Any
         classmethod(lambda cls, name, **kwargs: calls.append({"name": str(name), **kwargs}) or returns),
     )
     return calls
+
+
+def check_options(build: Callable[..., Any], core: GLiClassReranker, monkeypatch, load: Callable[[Any], Any]) -> Any:
+    """An adapter class refuses `BAD_OPTIONS` and loading options beside a loaded model when it is built, and
+    passes `LOADING_OPTIONS` on to `from_pretrained` when `load(adapter)` loads; returns that adapter."""
+    for options, message in BAD_OPTIONS:
+        with pytest.raises(ValueError, match=message):
+            build(model="org/model", **options)
+    with pytest.raises(ValueError, match="batch_size"):
+        build(model=core, batch_size=8)  # a loaded model keeps its own
+    adapter = build(model="org/model", **LOADING_OPTIONS)
+    for name in ("HF_TOKEN", "HF_API_TOKEN"):  # Haystack's default token reads these when loading
+        monkeypatch.delenv(name, raising=False)
+    calls = recorded_loads(monkeypatch, core)
+    load(adapter)
+    assert [{k: v for k, v in call.items() if v is not None} for call in calls] == [LOADED_WITH]
+    return adapter
 
 
 def assert_same_ranking(pairs: list[tuple[str, float]], expected: list[tuple[str, float]]) -> None:

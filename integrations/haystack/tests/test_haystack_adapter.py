@@ -21,8 +21,8 @@ from haystack_integrations.components.rankers.gliclass import GLiClassRanker
 from gliclass_rerank import GLiClassReranker
 
 from adapter_checks import (
-    LONG_TEXT, adapter_file, assert_same_ranking, check_readme, code_lines, recorded_loads, reference_file,
-    run_ticking, slow_loading,
+    LONG_TEXT, adapter_file, assert_same_ranking, check_options, check_readme, code_lines, recorded_loads,
+    reference_file, run_ticking, slow_loading,
 )
 
 QUERY = "what causes rain to fall from clouds?"
@@ -357,33 +357,13 @@ def test_token_secret_resolved_when_loading_and_never_dumped(core, monkeypatch):
     assert calls == [{"name": "org/private", "device": "cpu", "token": "hf_secret_value"}]
 
 
-def test_bad_options_refused_at_construction_naming_them(core):
-    with pytest.raises(ValueError, match="model_kwargs\\['device'\\] repeats the 'device' option"):
-        GLiClassRanker(model="org/model", model_kwargs={"device": "cpu"})
-    with pytest.raises(ValueError, match="model_kwargs\\['token'\\]"):
-        GLiClassRanker(model="org/model", model_kwargs={"token": "hf_x"})
-    with pytest.raises(ValueError, match="model_kwargs\\['revison'\\] is not an argument"):
-        GLiClassRanker(model="org/model", model_kwargs={"revison": "main"})
-    with pytest.raises(ValueError, match="mode='pointwise'"):
-        GLiClassRanker(model="org/model", mode="pointwise")
-    with pytest.raises(ValueError, match="score_threshold"):
-        GLiClassRanker(model="org/model", score_threshold=2.0)
-    GLiClassRanker(model="org/model", score_threshold=2.0, scale_score=False)  # a logit threshold
-    with pytest.raises(ValueError, match="max_length=0"):
-        GLiClassRanker(model="org/model", max_length=0)
-    with pytest.raises(ValueError, match="batch_size"):
-        GLiClassRanker(model=core, batch_size=8)  # a loaded model keeps its own
+def test_options_checked_when_built_and_batch_size_passed_to_the_loader(core, monkeypatch):
+    adapter = check_options(GLiClassRanker, core, monkeypatch, load=lambda adapter: adapter.warm_up())
+    assert adapter.to_dict()["init_parameters"]["batch_size"] == 8
     with pytest.raises(ValueError, match="score_threshold"):  # run-time overrides are checked too
         GLiClassRanker(model=core, score_threshold=2.0, scale_score=False).run(query=QUERY, documents=[],
                                                                                scale_score=True)
-
-
-def test_batch_size_is_an_option(core, monkeypatch):
-    ranker = GLiClassRanker(model="org/model", batch_size=8)
-    assert ranker.to_dict()["init_parameters"]["batch_size"] == 8
-    calls = recorded_loads(monkeypatch, core)
-    ranker.warm_up()
-    assert calls[0]["batch_size"] == 8
+    GLiClassRanker(model="org/model", score_threshold=2.0, scale_score=False)  # a logit threshold is fine
 
 
 def test_scale_score_at_run_time(core):

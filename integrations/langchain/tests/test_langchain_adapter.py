@@ -20,8 +20,8 @@ from langchain_gliclass import GLiClassRerank
 from pydantic import SecretStr, ValidationError
 
 from adapter_checks import (
-    LONG_TEXT, assert_same_ranking, check_readme, code_lines, adapter_file, recorded_loads, reference_file,
-    run_ticking, slow_loading,
+    LONG_TEXT, adapter_file, assert_same_ranking, check_options, check_readme, code_lines, recorded_loads,
+    reference_file, run_ticking, slow_loading,
 )
 
 QUERY = "what causes rain to fall from clouds?"
@@ -283,27 +283,9 @@ def test_token_is_a_secret_kept_out_of_dumps(core, monkeypatch):
         GLiClassRerank(model="org/private", model_kwargs={"token": "hf_secret_value"})
 
 
-def test_bad_options_refused_at_construction_naming_them(core):
-    with pytest.raises(ValueError, match="model_kwargs\\['device'\\] repeats the 'device' option"):
-        GLiClassRerank(model="org/model", model_kwargs={"device": "cpu"})
-    with pytest.raises(ValueError, match="model_kwargs\\['revison'\\] is not an argument"):
-        GLiClassRerank(model="org/model", model_kwargs={"revison": "main"})
-    with pytest.raises(ValueError, match="score_threshold"):
-        GLiClassRerank(model="org/model", score_threshold=1.01)
-    with pytest.raises(ValueError, match="passages_per_pass=0"):
-        GLiClassRerank(model="org/model", passages_per_pass=0)
-    with pytest.raises(ValueError, match="batch_size"):
-        GLiClassRerank(model=core, batch_size=8)  # a loaded model keeps its own
-
-
-def test_batch_size_is_an_option(core, monkeypatch):
-    compressor = GLiClassRerank(model="org/model", batch_size=8, passages_per_pass=4, max_length=128,
-                                model_kwargs={"revision": "v1"})
-    assert compressor.model_dump()["batch_size"] == 8
-    calls = recorded_loads(monkeypatch, core)
-    compressor.reranker
-    assert calls == [{"name": "org/model", "batch_size": 8, "passages_per_pass": 4, "max_length": 128,
-                      "revision": "v1"}]
+def test_options_checked_when_built_and_batch_size_passed_to_the_loader(core, monkeypatch):
+    adapter = check_options(GLiClassRerank, core, monkeypatch, load=lambda adapter: adapter.reranker)
+    assert adapter.model_dump()["batch_size"] == 8
 
 
 def test_async_loads_the_model_off_the_loop(tiny_model_dir, core, monkeypatch):

@@ -22,8 +22,8 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, Te
 from llama_index.postprocessor.gliclass_rerank import GLiClassRerank
 
 from adapter_checks import (
-    LONG_TEXT, adapter_file, assert_same_ranking, check_readme, code_lines, recorded_loads, reference_file,
-    run_ticking, slow_loading,
+    LONG_TEXT, adapter_file, assert_same_ranking, check_options, check_readme, code_lines, recorded_loads,
+    reference_file, run_ticking, slow_loading,
 )
 
 QUERY = "what causes rain to fall from clouds?"
@@ -338,31 +338,9 @@ def test_token_is_secret_and_reaches_the_loader(core, monkeypatch):
     assert calls == [{"name": "org/private", "device": "cpu", "token": "hf_secret_value"}]
 
 
-def test_bad_options_refused_at_construction_naming_them(core):
-    with pytest.raises(ValueError, match="model_kwargs\\['device'\\] repeats the 'device' option"):
-        GLiClassRerank(model="org/model", model_kwargs={"device": "cpu"})
-    with pytest.raises(ValueError, match="model_kwargs\\['token'\\]"):
-        GLiClassRerank(model="org/model", model_kwargs={"token": "hf_x"})
-    with pytest.raises(ValueError, match="model_kwargs\\['revison'\\] is not an argument"):
-        GLiClassRerank(model="org/model", model_kwargs={"revison": "main"})
-    with pytest.raises(ValueError, match="mode"):
-        GLiClassRerank(model="org/model", mode="pointwise")
-    with pytest.raises(ValueError, match="score_threshold"):
-        GLiClassRerank(model="org/model", score_threshold=-0.1)
-    with pytest.raises(ValueError, match="batch_size=0"):
-        GLiClassRerank(model="org/model", batch_size=0)
-    with pytest.raises(ValueError, match="batch_size"):
-        GLiClassRerank(model=core, batch_size=8)  # a loaded model keeps its own
-
-
-def test_batch_size_is_an_option(core, monkeypatch):
-    pp = GLiClassRerank(model="org/model", batch_size=8, passages_per_pass=4, max_length=128,
-                        model_kwargs={"revision": "v1"})
-    assert pp.to_dict()["batch_size"] == 8
-    calls = recorded_loads(monkeypatch, core)
-    pp.reranker
-    assert calls == [{"name": "org/model", "batch_size": 8, "passages_per_pass": 4, "max_length": 128,
-                      "revision": "v1"}]
+def test_options_checked_when_built_and_batch_size_passed_to_the_loader(core, monkeypatch):
+    adapter = check_options(GLiClassRerank, core, monkeypatch, load=lambda adapter: adapter.reranker)
+    assert adapter.to_dict()["batch_size"] == 8
 
 
 def test_truncated_passages_are_flagged(core):
