@@ -21,11 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .batching import LISTWISE, NLI, Admission, Batcher, Job, QueueFullError
+from .limits import DEFAULT_MAX_BODY_BYTES
 from .metrics import ServerMetrics
 
 logger = logging.getLogger("gliclass_rerank.server")
 
-DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 OPEN_PATHS = frozenset({"/health", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 
 
