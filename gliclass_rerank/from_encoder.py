@@ -13,9 +13,9 @@ an estimate of "this passage is relevant". `scale` is written as the model's `lo
 `config.json`'s `logit_bias` (our extension; upstream `gliclass` ignores it and ranks identically).
 
 The default calibration was fitted by logistic regression for all-MiniLM-L6-v2 on two labelled sets
-(docs/evaluation.md gives the command and the per-set fits): TrecQA train (300 questions, 4,619 candidate
-sentences; scale 9.7, bias -9.0) and SciFact train (60 claims with their abstracts and 10 BM25 negatives
-each; scale 15.4, bias -13.6). The default is the mean of the two fits. The probabilities are calibrated
+(docs/evaluation.md gives the command and the per-set fits): TrecQA train (its 93 questions, 4,619 candidate
+sentences; scale 9.7, bias -9.0) and SciFact train (60 claims drawn at random, with their abstracts and 10
+BM25 negatives each, 675 pairs; scale 15.4, bias -13.6). The default is the mean of the two fits. The probabilities are calibrated
 for candidate lists with about one relevant passage in ten; for another encoder or another kind of data,
 fit your own with `--calibrate DATA`.
 """
