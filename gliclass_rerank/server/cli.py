@@ -7,7 +7,7 @@ import logging
 import os
 
 from ..cli import add_model_arguments, model_options
-from .app import DEFAULT_MAX_BODY_BYTES
+from .limits import DEFAULT_MAX_BODY_BYTES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -31,9 +31,3 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def _no_telemetry(monkeypatch):
-    # Offline: Haystack's pipelines would post usage events to PostHog (read from the environment once, at import).
-    monkeypatch.setattr("haystack.telemetry._telemetry.telemetry", None)
