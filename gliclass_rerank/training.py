@@ -50,7 +50,7 @@ from .config import LABEL_TOKEN, SEP_TOKEN, GLiClassConfig
 from .loading import load_model, load_tokenizer, save_pretrained
 from .modeling import GLiClassUniEncoder
 from .packing import Layout, PackingRules, collate
-from .reranker import DEFAULT_TARGET_LENGTH, _positive_int
+from .reranker import DEFAULT_MAX_QUERY_TOKENS, DEFAULT_TARGET_LENGTH, _positive_int
 from .runtime import resolve_device
 from .tokenization import PieceTokenizer
 
@@ -309,13 +309,17 @@ class GroupCollator:
     `target_length` do not apply, as at inference).
     """
 
-    def __init__(self, tokenizer, config: GLiClassConfig, max_length: int = 512, max_query_tokens: int = 64,
+    def __init__(self, tokenizer, config: GLiClassConfig, max_length: int = 512,
+                 max_query_tokens: int = DEFAULT_MAX_QUERY_TOKENS,
                  max_passage_tokens: int | None = None, passages_per_pass: int | None = None,
                  target_length: int | None = None, mode: str = "listwise") -> None:
         if mode not in ("listwise", "nli"):
             raise ValueError(f"mode={mode!r}: choose 'listwise' or 'nli'")
         self.pieces = PieceTokenizer(tokenizer, config, max_piece_tokens=max_length)
         self.layout = Layout.from_tokenizer(self.pieces)
+        if max_query_tokens > self.layout.query_room(max_length):  # the reranker would refuse to load the model
+            raise ValueError(f"max_query_tokens={max_query_tokens} leaves no room for a passage in max_length="
+                             f"{max_length} (at most {self.layout.query_room(max_length)})")
         self.rules = PackingRules(self.layout, max_length, max_query_tokens, max_passage_tokens,
                                   passages_per_pass, target_length)
         self.mode = mode
@@ -356,7 +360,7 @@ class TrainArgs:
     negatives: int = 30
     bm25_depth: int = 50
     max_length: int = 512
-    max_query_tokens: int = 64
+    max_query_tokens: int = DEFAULT_MAX_QUERY_TOKENS
     max_passage_tokens: int | None = 128
     batch_size: int = 4
     grad_accum: int = 1
@@ -408,6 +412,19 @@ class TrainArgs:
         if self.max_query_tokens + 4 > self.max_length:
             raise ValueError(f"max_query_tokens={self.max_query_tokens} leaves no room for a passage in "
                              f"max_length={self.max_length}")
+
+
+def trained_packing(args: TrainArgs) -> dict[str, int | None]:
+    """The layout a run trains with, as the `GLiClassReranker` options saved in `config.json`'s `packing`.
+
+    NLI runs read each premise with all its hypotheses: `passages_per_pass` and `target_length` do not apply
+    to them (as at inference), so they are not recorded and listwise calls keep the library's defaults.
+    """
+    packing = {"max_length": args.max_length, "max_query_tokens": args.max_query_tokens,
+               "max_passage_tokens": args.max_passage_tokens}
+    if args.mode == "listwise":
+        packing.update(passages_per_pass=args.passages_per_pass, target_length=args.target_length)
+    return packing
 
 
 def seed_everything(seed: int) -> None:
@@ -641,9 +658,11 @@ class Trainer:
     def save_model(self, folder: str | os.PathLike) -> Path:
         """Save the model (upstream's format) with the learned bias folded into `config.json`'s `logit_bias`.
 
-        The model in memory keeps its own config: training goes on with model logits + `self.bias`.
+        The model in memory keeps its own config: training goes on with model logits + `self.bias`. The
+        layout it trains with goes into `config.json`'s `packing` (`trained_packing`), so that loading the
+        folder scores with it.
         """
-        config = replace(self.model.config, logit_bias=self.saved_logit_bias())
+        config = replace(self.model.config, logit_bias=self.saved_logit_bias(), packing=trained_packing(self.args))
         return save_pretrained(self.model, self.tokenizer, folder, config=config)
 
     def _init_bias(self) -> None:
