@@ -53,6 +53,7 @@ from .packing import Layout, PackingRules, collate
 from .reranker import DEFAULT_MAX_QUERY_TOKENS, DEFAULT_TARGET_LENGTH, _positive_int
 from .runtime import resolve_device
 from .tokenization import PieceTokenizer
+from .train_guards import DevTracker, dev_score, initial_weights, interpolate_weights, split_dev
 
 logger = logging.getLogger(__name__)
 
@@ -385,6 +386,12 @@ class TrainArgs:
     resume: bool = False
     max_train_queries: int | None = None
     show_progress: bool = True
+    # Guarding the starting point (see train_guards): a dev split with early stopping, weight interpolation.
+    dev_fraction: float = 0.0  # share of the training examples held out as a dev split (0: none)
+    dev_metric: str = "ndcg@10"
+    eval_every: int | None = None  # steps between dev evaluations (None: 10 evaluations over the run)
+    patience: int | None = None  # stop after this many dev evaluations without a gain (None: never)
+    interpolation: float = 1.0  # saved weights = a * fine-tuned + (1 - a) * initial (1: fine-tuned only)
 
     def __post_init__(self) -> None:
         # Checked up front: a zero budget would otherwise train on empty passages without a word.
@@ -409,9 +416,24 @@ class TrainArgs:
             raise ValueError(f"loss={self.loss!r}: choose 'bce' or 'focal'")
         if self.precision not in ("auto", "fp32", "float32", "bf16", "bfloat16", "fp16", "float16"):
             raise ValueError(f"precision={self.precision!r}: choose auto, fp32, bf16 or fp16")
+        self._check_guards()
         if self.max_query_tokens + 4 > self.max_length:
             raise ValueError(f"max_query_tokens={self.max_query_tokens} leaves no room for a passage in "
                              f"max_length={self.max_length}")
+
+    def _check_guards(self) -> None:
+        """The dev split, early stopping and interpolation knobs (`train_guards`)."""
+        if isinstance(self.dev_fraction, bool) or not 0.0 <= self.dev_fraction < 1.0:
+            raise ValueError(f"dev_fraction={self.dev_fraction!r}: must be in [0, 1)")
+        for name in ("eval_every", "patience"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
+        if isinstance(self.interpolation, bool) or not 0.0 <= self.interpolation <= 1.0:
+            raise ValueError(f"interpolation={self.interpolation!r}: must be in [0, 1]")
+        if self.dev_fraction or self.patience is not None:
+            from .evaluation.metrics import _measure
+
+            _measure(self.dev_metric)  # a ValueError naming an unknown metric, before any training
 
 
 def trained_packing(args: TrainArgs) -> dict[str, int | None]:
@@ -544,11 +566,19 @@ class Trainer:
 
     def __init__(self, args: TrainArgs, examples: Sequence[TrainExample], retrieval: bool = True,
                  model: GLiClassUniEncoder | None = None, tokenizer=None,
-                 step_callback: Callable[[int, float], None] | None = None) -> None:
+                 step_callback: Callable[[int, float], None] | None = None,
+                 dev_examples: Sequence[TrainExample] | None = None) -> None:
         self.args = args
         self.examples = list(examples)
         if not self.examples:
             raise ValueError("no training examples")
+        # The dev split: given, or carved from the examples (args.dev_fraction), never trained on.
+        if dev_examples is None and args.dev_fraction:
+            self.examples, dev_examples = split_dev(self.examples, args.dev_fraction, args.seed)
+        self.dev_examples = [e for e in dev_examples or [] if e.positives and e.negatives]
+        if (dev_examples or args.patience is not None) and not self.dev_examples:
+            raise ValueError("the dev split has no example with both a positive and a negative label to rank")
+        self.dev = DevTracker(args.dev_metric, args.patience) if self.dev_examples else None
         self.retrieval = retrieval
         seed_everything(args.seed)
         if model is None:
@@ -556,6 +586,8 @@ class Trainer:
         self.model, self.tokenizer = model, tokenizer
         self.device = resolve_device(args.device)
         self.model.to(self.device).train()
+        # The weights interpolation starts from (before any resumed state is loaded into the model).
+        self.initial = initial_weights(self.model) if args.interpolation != 1.0 else None
         # NLI: the GLiClass text is the premise (a passage), the labels are hypotheses (query-sized).
         self.collator = GroupCollator(tokenizer, model.config, args.max_length, args.max_query_tokens,
                                       args.max_passage_tokens, args.passages_per_pass, args.target_length,
@@ -609,6 +641,8 @@ class Trainer:
         bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not args.show_progress)
         batches = self.micro_batches(step)
         started = time.perf_counter()
+        eval_every = (self.args.eval_every or max(1, math.ceil(total / 10))) if self.dev else None
+        stopped_early = False
         ema = None
         self.model.train()
         while step < total:
@@ -633,10 +667,20 @@ class Trainer:
             bar.update(1)
             if self.step_callback is not None:
                 self.step_callback(step, step_loss)
+            if eval_every and (step % eval_every == 0 or step == total):
+                stopped_early = self._evaluate_dev(step, out) and step < total
             if args.save_every and step % args.save_every == 0 and step < total:
                 self._save_state(out / f"checkpoint-{step}", step, optimizer, scheduler, scaler)
+            if stopped_early:
+                logger.info("early stop at step %d: no %s gain on the dev split since step %d", step,
+                            self.dev.metric, self.dev.best_step)
+                break
         bar.close()
         self.model.eval()
+        if self.dev is not None and self.dev.best_step is not None:
+            self.dev.restore_best(self.model, self.bias, out)  # the best dev checkpoint is the one saved
+        if self.initial is not None:
+            interpolate_weights(self.model, self.initial, args.interpolation, self.bias)
         self.save_model(out)
         summary = {
             "steps": step, "seconds": round(time.perf_counter() - started, 1),
@@ -645,9 +689,26 @@ class Trainer:
             "logit_scale": float(self.model.logit_scale.detach()), "train_bias": float(self.bias.detach()) if self.bias is not None else None,
             "logit_bias": self.saved_logit_bias(), "examples": len(self.examples),
         }
+        if self.dev is not None:
+            summary["dev"] = self.dev.summary(stopped_early, len(self.dev_examples))
+        summary["interpolation"] = args.interpolation
         (out / "train_summary.json").write_text(json.dumps({"summary": summary, "history": self.history}, indent=1),
                                                 encoding="utf-8")
         return summary
+
+    def dev_score(self) -> float:
+        """The model's `dev_metric` on the dev split now (see `train_guards.dev_score`)."""
+        return dev_score(self.model, self.collator, self.dev_examples, self.dev.metric, self.device,
+                         self.args.batch_size)
+
+    def _evaluate_dev(self, step: int, out: Path) -> bool:
+        """Score the dev split; keep the model when it is the best so far. True when training should stop."""
+        score = self.dev_score()
+        if self.dev.record(step, score, float(self.bias.detach()) if self.bias is not None else None):
+            self.dev.save_best(self.save_model, out)
+        logger.info("step %d: dev %s %.4f (best %.4f at step %s)", step, self.dev.metric, score,
+                    self.dev.best_score, self.dev.best_step)
+        return self.dev.should_stop
 
     def saved_logit_bias(self) -> float:
         """The `logit_bias` a saved model gets: the model's own (0.0 unless it started from a checkpoint with
@@ -695,6 +756,7 @@ class Trainer:
             "base_logit_bias": float(self.model.config.logit_bias),
             "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
             "history": self.history,
+            "dev": self.dev.state() if self.dev is not None else None,
         }
         torch.save(state, folder / TRAINING_STATE)
         old = sorted(folder.parent.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
@@ -723,6 +785,8 @@ class Trainer:
         np.random.set_state(state["rng"]["numpy"])
         torch.set_rng_state(state["rng"]["torch"])
         self.history = list(state.get("history") or [])
+        if self.dev is not None and state.get("dev"):
+            self.dev.load(state["dev"])
         return int(state["step"])
 
 
@@ -797,6 +861,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output-dir")
     parser.add_argument("--max-train-queries", type=int, default=None)
     parser.add_argument("--quiet", action="store_true")
+    guards = parser.add_argument_group("guarding the starting point")
+    guards.add_argument("--dev-fraction", type=float, default=d.dev_fraction,
+                        help="share of the training queries held out as a dev split, never trained on; the saved "
+                        "model is the best one by --dev-metric on it (default 0: no dev split)")
+    guards.add_argument("--dev-metric", default=d.dev_metric, help="ranking metric of the dev split (default ndcg@10)")
+    guards.add_argument("--eval-every", type=int, default=None,
+                        help="steps between dev evaluations (default: 10 evaluations over the run)")
+    guards.add_argument("--patience", type=int, default=None,
+                        help="stop after this many dev evaluations without a gain (default: train to the end)")
+    guards.add_argument("--interpolation", type=float, default=d.interpolation,
+                        help="saved weights = A * fine-tuned + (1 - A) * initial, applied after training (WiSE-FT); "
+                        "1 keeps the fine-tuned model, 0 gives back the initial one (default 1)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -814,6 +890,8 @@ def run(args: argparse.Namespace) -> int:
         focal_gamma=args.focal_gamma, train_bias=not args.no_train_bias, logit_scale=args.logit_scale,
         precision=args.precision, device=args.device, seed=args.seed, save_every=args.save_every,
         resume=args.resume, max_train_queries=args.max_train_queries, show_progress=not args.quiet,
+        dev_fraction=args.dev_fraction, dev_metric=args.dev_metric, eval_every=args.eval_every,
+        patience=args.patience, interpolation=args.interpolation,
     )
     summary = train(train_args)
     print(json.dumps(summary))
