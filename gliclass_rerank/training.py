@@ -172,12 +172,14 @@ def load_for_training(init: str | os.PathLike, logit_scale: float = 20.0) -> tup
 class TrainExample:
     """One GLiClass text with candidate labels and their 0/1 targets.
 
-    Listwise: text = query, labels = passages. NLI: text = premise, labels = hypotheses.
+    Listwise: text = query, labels = passages. NLI: text = premise, labels = hypotheses. `source` is the
+    index of the `--train` source it came from (for per-source sampling weights, `TrainArgs.train_weights`).
     """
 
     text: str
     labels: list[str]
     targets: list[float]
+    source: int = 0
 
     @property
     def positives(self) -> list[int]:
@@ -392,6 +394,7 @@ class TrainArgs:
     eval_every: int | None = None  # steps between dev evaluations (None: 10 evaluations over the run)
     patience: int | None = None  # stop after this many dev evaluations without a gain (None: never)
     interpolation: float = 1.0  # saved weights = a * fine-tuned + (1 - a) * initial (1: fine-tuned only)
+    train_weights: list[float] | None = None  # per-source sampling weights, one per `train` source
 
     def __post_init__(self) -> None:
         # Checked up front: a zero budget would otherwise train on empty passages without a word.
@@ -430,6 +433,13 @@ class TrainArgs:
                 _positive_int(name, getattr(self, name))
         if isinstance(self.interpolation, bool) or not 0.0 <= self.interpolation <= 1.0:
             raise ValueError(f"interpolation={self.interpolation!r}: must be in [0, 1]")
+        if self.train_weights is not None:
+            weights = list(self.train_weights)
+            if not weights or any(isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w < math.inf
+                                  for w in weights):
+                raise ValueError(f"train_weights={self.train_weights!r}: give positive finite numbers")
+            if self.train and len(weights) != len(self.train):
+                raise ValueError(f"train_weights={weights}: {len(weights)} weights for {len(self.train)} train sources")
         if self.dev_fraction or self.patience is not None:
             from .evaluation.metrics import _measure
 
@@ -533,7 +543,43 @@ def epoch_groups(examples: Sequence[TrainExample], args: TrainArgs, retrieval: b
     """The groups of one epoch, drawn from a RNG seeded by (seed, epoch): a resumed run, or another model
     trained on the same budget (benchmarks), sees exactly the same groups in the same order."""
     rng = random.Random(args.seed * 1_000_003 + epoch)
+    if args.train_weights:
+        return weighted_groups(examples, args.train_weights, args.group_size, rng, args.max_positives, retrieval)
     return make_groups(examples, args.group_size, rng, args.max_positives, retrieval)
+
+
+def weighted_groups(
+    examples: Sequence[TrainExample],
+    weights: Sequence[float],
+    group_size: int,
+    rng: random.Random,
+    max_positives: int = 1,
+    retrieval: bool = True,
+) -> list[tuple[str, list[str], list[float]]]:
+    """One epoch of groups with per-source sampling weights, shuffled.
+
+    The epoch keeps its size (as many groups as `make_groups` draws from all the examples), and source i
+    (`TrainExample.source`) fills a share `weights[i] / sum(weights)` of it: a small source with a large
+    weight is drawn several times per epoch (each pass with fresh negatives and positions), a large one with
+    a small weight is subsampled. Sources without examples are left out of the sum.
+    """
+    by_source: list[list[TrainExample]] = [[] for _ in weights]
+    for example in examples:
+        if not 0 <= example.source < len(weights):
+            raise ValueError(f"an example of source {example.source} but train_weights has {len(weights)} weights")
+        by_source[example.source].append(example)
+    drawn = [make_groups(group, group_size, rng, max_positives, retrieval) for group in by_source]
+    present = [i for i, groups in enumerate(drawn) if groups]
+    size, weight = sum(len(g) for g in drawn), sum(weights[i] for i in present)
+    out = []
+    for i in present:
+        want = max(1, round(size * weights[i] / weight))
+        groups = drawn[i]
+        while len(groups) < want:  # another pass over the source; each pass adds at least one group
+            groups = groups + make_groups(by_source[i], group_size, rng, max_positives, retrieval)
+        out += groups[:want]
+    rng.shuffle(out)
+    return out
 
 
 def micro_batches(examples: Sequence[TrainExample], args: TrainArgs, retrieval: bool = True,
@@ -794,10 +840,10 @@ def load_examples(args: TrainArgs) -> tuple[list[TrainExample], bool]:
     """The examples of every `args.train` source, and whether they are retrieval data (hard-negative groups)."""
     examples: list[TrainExample] = []
     retrieval = True
-    for source in args.train:
+    for index, source in enumerate(args.train):
         if Path(source).is_dir():
-            examples += examples_from_beir(source, args.split, args.negatives, args.bm25_depth,
-                                           args.max_train_queries, show_progress=args.show_progress)
+            loaded = examples_from_beir(source, args.split, args.negatives, args.bm25_depth,
+                                        args.max_train_queries, show_progress=args.show_progress)
         else:
             loaded = examples_from_jsonl(source, args.mode)
             from .evaluation.data import read_jsonl
@@ -805,7 +851,10 @@ def load_examples(args: TrainArgs) -> tuple[list[TrainExample], bool]:
             first = next(iter(read_jsonl(source)), {})
             if "query" not in first:
                 retrieval = False  # classification / NLI: every label of every example, in groups
-            examples += loaded[: args.max_train_queries] if args.max_train_queries else loaded
+            loaded = loaded[: args.max_train_queries] if args.max_train_queries else loaded
+        for example in loaded:
+            example.source = index  # for per-source sampling weights
+        examples += loaded
     return examples, retrieval
 
 
@@ -824,6 +873,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="BEIR folder (qrels split --split, BM25 hard negatives) or JSONL: {query, positives, "
                         "negatives}, {text, all_labels, true_labels} or {premise, hypothesis, label} (repeatable)")
     parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--train-weights", type=_weight_list, default=None, metavar="W1,W2,...",
+                        help="per-source sampling weights, one per --train in order: source i fills a share "
+                        "Wi / sum(W) of each epoch's groups (default: every example alike)")
     parser.add_argument("--split", default=d.split)
     parser.add_argument("--mode", choices=("listwise", "nli"), default=d.mode)
     parser.add_argument("--passages-per-pass", type=int, default=d.passages_per_pass,
@@ -875,6 +927,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "1 keeps the fine-tuned model, 0 gives back the initial one (default 1)")
 
 
+def _weight_list(text: str) -> list[float]:
+    """`--train-weights 1,2.5` -> [1.0, 2.5]."""
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated numbers, e.g. 1,2") from None
+
+
 def run(args: argparse.Namespace) -> int:
     """`gliclass-rerank train`."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -891,7 +951,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision, device=args.device, seed=args.seed, save_every=args.save_every,
         resume=args.resume, max_train_queries=args.max_train_queries, show_progress=not args.quiet,
         dev_fraction=args.dev_fraction, dev_metric=args.dev_metric, eval_every=args.eval_every,
-        patience=args.patience, interpolation=args.interpolation,
+        patience=args.patience, interpolation=args.interpolation, train_weights=args.train_weights,
     )
     summary = train(train_args)
     print(json.dumps(summary))
