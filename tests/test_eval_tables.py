@@ -18,27 +18,15 @@ from gliclass_rerank.evaluation import (  # noqa: E402
     format_table,
     load_beir,
 )
-from test_evaluation import DOCS, QRELS, QUERIES, KeywordReranker  # noqa: E402
-
-
-def _beir(folder, queries=QUERIES, qrels=QRELS):
-    (folder / "qrels").mkdir(parents=True)
-    with open(folder / "corpus.jsonl", "w") as f:
-        f.writelines(json.dumps({"_id": d, "title": t, "text": x}) + "\n" for d, (t, x) in DOCS.items())
-    with open(folder / "queries.jsonl", "w") as f:
-        f.writelines(json.dumps({"_id": q, "text": x}) + "\n" for q, x in queries.items())
-    with open(folder / "qrels" / "test.tsv", "w") as f:
-        f.write("query-id\tcorpus-id\tscore\n")
-        f.writelines(f"{q}\t{d}\t{s}\n" for q, d, s in qrels)
-    return folder
+from test_evaluation import KeywordReranker, write_beir  # noqa: E402
 
 
 @pytest.fixture()
 def two_collections(tmp_path):
     """Two toy BEIR folders: the evaluation one, and one whose judgements make the keyword reranker miss."""
-    first = _beir(tmp_path / "news")
+    first = write_beir(tmp_path / "news")
     other_queries = {"q1": "football", "q2": "a concert with an orchestra", "q3": "what the bank did"}
-    second = _beir(tmp_path / "misc", other_queries, [("q1", "d1", 1), ("q2", "d6", 1), ("q3", "d5", 1)])
+    second = write_beir(tmp_path / "misc", other_queries, [("q1", "d1", 1), ("q2", "d6", 1), ("q3", "d5", 1)])
     return first, second
 
 
