@@ -29,17 +29,17 @@ logger = logging.getLogger(__name__)
 Mode = Literal["listwise", "nli"]
 MODES = ("listwise", "nli")
 
-# Defaults chosen by benchmarks/speed.py (see docs/benchmarks.md).
-DEFAULT_PASSAGES_PER_PASS = 16
-DEFAULT_TARGET_LENGTH = 320
-DEFAULT_MAX_LENGTH = 512
-DEFAULT_MAX_QUERY_TOKENS = 64
-DEFAULT_BATCH_SIZE = 64
-DEFAULT_MAX_BATCH_TOKENS = 8192
-# On a GPU the per-pass Python and launch work dominates small passes (docs/benchmarks.md, H200): bigger
-# passes ran W1 at 1.47x and W4 at 1.17x the CPU-sized ones, same scores.
-GPU_BATCH_SIZE = 256
-GPU_MAX_BATCH_TOKENS = 65536
+from .defaults import (  # noqa: E402,F401  (re-exported: the knobs' defaults live in one light module)
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_BATCH_TOKENS,
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_MAX_QUERY_TOKENS,
+    DEFAULT_PASSAGES_PER_PASS,
+    DEFAULT_TARGET_LENGTH,
+    GPU_BATCH_SIZE,
+    GPU_MAX_BATCH_TOKENS,
+)
+from .defaults import positive_int as _positive_int  # noqa: E402
 
 
 class GLiClassReranker:
@@ -62,7 +62,7 @@ class GLiClassReranker:
             None packs up to `max_length`. NLI mode and `classify` read each text once with all its labels.
         max_length: hard cap on a packed sequence's tokens (default: min(512, the backbone's positions)).
         max_query_tokens: the query's budget (listwise: the text; NLI: the hypothesis; `classify`: each
-            label). Longer ones are cut, with a warning logged once. None: 64, or what `max_length` leaves.
+            label). Longer ones are cut, with a warning logged once. None: 128, or what `max_length` leaves.
         max_passage_tokens: each passage's budget; None gives a passage whatever a sequence has room for.
             Cut passages are reported (`RerankResult.truncated`), never silently dropped.
         batch_size: most packed sequences per forward pass (None: 64 on CPU, 256 on CUDA).
@@ -123,7 +123,7 @@ class GLiClassReranker:
         self.pieces = PieceTokenizer(tokenizer, self.config, max_piece_tokens=self.max_length)
         self.layout = Layout.from_tokenizer(self.pieces)
         # the query (or a hypothesis) plus one <<LABEL>> marker and one passage token must fit a sequence
-        room = self.max_length - self.layout.overhead - 2
+        room = self.layout.query_room(self.max_length)
         if max_query_tokens is None:
             max_query_tokens = max(1, min(DEFAULT_MAX_QUERY_TOKENS, room))
         self.max_query_tokens = _positive_int("max_query_tokens", max_query_tokens)
@@ -151,7 +151,9 @@ class GLiClassReranker:
     ) -> GLiClassReranker:
         """Load a GLiClass checkpoint from a local folder or a Hugging Face Hub id.
 
-        `options` are the constructor's knobs (`passages_per_pass`, `max_length`, `batch_size`, ...).
+        `options` are the constructor's knobs (`passages_per_pass`, `max_length`, `batch_size`, ...). A model
+        trained by `gliclass-rerank train` carries the layout it was trained with (config.json's `packing`):
+        each of its keys that `options` does not set applies, so it scores as it was trained by default.
         `attn_implementation` is passed to transformers ("sdpa" by default, "flash_attention_2" on GPU
         when flash-attn is installed; backbones without SDPA, like DeBERTa, keep their own attention).
         """
@@ -160,7 +162,15 @@ class GLiClassReranker:
             name_or_path, config=config, attn_implementation=attn_implementation, token=token, revision=revision
         )
         tokenizer = load_tokenizer(name_or_path, token=token, revision=revision)
-        return cls(model, tokenizer, device=device, dtype=dtype, name_or_path=str(name_or_path), **options)
+        stored = {key: value for key, value in config.packing.items() if key not in options}
+        try:
+            return cls(model, tokenizer, device=device, dtype=dtype, name_or_path=str(name_or_path),
+                       **stored, **options)
+        except ValueError as error:
+            if not stored:
+                raise
+            raise ValueError(f"{error} (the checkpoint's config.json sets packing {stored}; pass your own "
+                             "values to override them)") from None
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write the checkpoint in upstream's GLiClass format."""
@@ -431,12 +441,6 @@ def batch_defaults(
     if max_batch_tokens == "auto":
         max_batch_tokens = GPU_MAX_BATCH_TOKENS if on_gpu else DEFAULT_MAX_BATCH_TOKENS
     return batch_size, max_batch_tokens
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r}: must be an integer >= 1")
-    return value
 
 
 def _check_top_n(top_n: Any) -> None:

@@ -31,7 +31,6 @@ with it (the loss sees it too); the trainer learns a further bias on top and sav
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -39,7 +38,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,9 +49,11 @@ from .config import LABEL_TOKEN, SEP_TOKEN, GLiClassConfig
 from .loading import load_model, load_tokenizer, save_pretrained
 from .modeling import GLiClassUniEncoder
 from .packing import Layout, PackingRules, collate
-from .reranker import DEFAULT_TARGET_LENGTH, _positive_int
+from .defaults import DEFAULT_MAX_QUERY_TOKENS
+from .training_args import TrainArgs
 from .runtime import resolve_device
 from .tokenization import PieceTokenizer
+from .train_guards import DevTracker, dev_score, initial_weights, interpolate_weights, split_dev
 
 logger = logging.getLogger(__name__)
 
@@ -171,12 +172,14 @@ def load_for_training(init: str | os.PathLike, logit_scale: float = 20.0) -> tup
 class TrainExample:
     """One GLiClass text with candidate labels and their 0/1 targets.
 
-    Listwise: text = query, labels = passages. NLI: text = premise, labels = hypotheses.
+    Listwise: text = query, labels = passages. NLI: text = premise, labels = hypotheses. `source` is the
+    index of the `--train` source it came from (for per-source sampling weights, `TrainArgs.train_weights`).
     """
 
     text: str
     labels: list[str]
     targets: list[float]
+    source: int = 0
 
     @property
     def positives(self) -> list[int]:
@@ -309,13 +312,17 @@ class GroupCollator:
     `target_length` do not apply, as at inference).
     """
 
-    def __init__(self, tokenizer, config: GLiClassConfig, max_length: int = 512, max_query_tokens: int = 64,
+    def __init__(self, tokenizer, config: GLiClassConfig, max_length: int = 512,
+                 max_query_tokens: int = DEFAULT_MAX_QUERY_TOKENS,
                  max_passage_tokens: int | None = None, passages_per_pass: int | None = None,
                  target_length: int | None = None, mode: str = "listwise") -> None:
         if mode not in ("listwise", "nli"):
             raise ValueError(f"mode={mode!r}: choose 'listwise' or 'nli'")
         self.pieces = PieceTokenizer(tokenizer, config, max_piece_tokens=max_length)
         self.layout = Layout.from_tokenizer(self.pieces)
+        if max_query_tokens > self.layout.query_room(max_length):  # the reranker would refuse to load the model
+            raise ValueError(f"max_query_tokens={max_query_tokens} leaves no room for a passage in max_length="
+                             f"{max_length} (at most {self.layout.query_room(max_length)})")
         self.rules = PackingRules(self.layout, max_length, max_query_tokens, max_passage_tokens,
                                   passages_per_pass, target_length)
         self.mode = mode
@@ -340,74 +347,17 @@ class GroupCollator:
 
 
 # ---------------------------------------------------------------------------------------------- training
-@dataclass
-class TrainArgs:
-    """Every knob of a training run (saved as `train_args.json` next to the model)."""
+def trained_packing(args: TrainArgs) -> dict[str, int | None]:
+    """The layout a run trains with, as the `GLiClassReranker` options saved in `config.json`'s `packing`.
 
-    init: str
-    output_dir: str
-    train: list[str] = field(default_factory=list)
-    split: str = "train"
-    mode: str = "listwise"
-    passages_per_pass: int = 4
-    target_length: int | None = DEFAULT_TARGET_LENGTH  # listwise only, as at inference; None packs to max_length
-    group_size: int = 4
-    max_positives: int = 1
-    negatives: int = 30
-    bm25_depth: int = 50
-    max_length: int = 512
-    max_query_tokens: int = 64
-    max_passage_tokens: int | None = 128
-    batch_size: int = 4
-    grad_accum: int = 1
-    epochs: float = 1.0
-    max_steps: int | None = None
-    encoder_lr: float = 3e-5
-    head_lr: float = 1e-4
-    scale_lr: float = 1e-2
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    loss: str = "bce"
-    focal_alpha: float = 0.5
-    focal_gamma: float = 2.0
-    train_bias: bool = True
-    logit_scale: float = 20.0
-    precision: str = "auto"
-    device: str = "auto"
-    seed: int = 0
-    save_every: int | None = None
-    keep_checkpoints: int = 2
-    resume: bool = False
-    max_train_queries: int | None = None
-    show_progress: bool = True
-
-    def __post_init__(self) -> None:
-        # Checked up front: a zero budget would otherwise train on empty passages without a word.
-        for name in ("passages_per_pass", "group_size", "max_positives", "max_length", "max_query_tokens",
-                     "batch_size", "grad_accum", "keep_checkpoints"):
-            _positive_int(name, getattr(self, name))
-        for name in ("target_length", "max_passage_tokens", "max_steps", "save_every", "max_train_queries"):
-            if getattr(self, name) is not None:
-                _positive_int(name, getattr(self, name))
-        for name in ("negatives", "bm25_depth"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name}={value!r}: must be an integer >= 0")
-        for name in ("epochs", "encoder_lr", "head_lr", "logit_scale"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}={getattr(self, name)!r}: must be > 0")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"warmup_ratio={self.warmup_ratio!r}: must be in [0, 1)")
-        if self.mode not in ("listwise", "nli"):
-            raise ValueError(f"mode={self.mode!r}: choose 'listwise' or 'nli'")
-        if self.loss not in ("bce", "focal"):
-            raise ValueError(f"loss={self.loss!r}: choose 'bce' or 'focal'")
-        if self.precision not in ("auto", "fp32", "float32", "bf16", "bfloat16", "fp16", "float16"):
-            raise ValueError(f"precision={self.precision!r}: choose auto, fp32, bf16 or fp16")
-        if self.max_query_tokens + 4 > self.max_length:
-            raise ValueError(f"max_query_tokens={self.max_query_tokens} leaves no room for a passage in "
-                             f"max_length={self.max_length}")
+    NLI runs read each premise with all its hypotheses: `passages_per_pass` and `target_length` do not apply
+    to them (as at inference), so they are not recorded and listwise calls keep the library's defaults.
+    """
+    packing = {"max_length": args.max_length, "max_query_tokens": args.max_query_tokens,
+               "max_passage_tokens": args.max_passage_tokens}
+    if args.mode == "listwise":
+        packing.update(passages_per_pass=args.passages_per_pass, target_length=args.target_length)
+    return packing
 
 
 def seed_everything(seed: int) -> None:
@@ -494,7 +444,43 @@ def epoch_groups(examples: Sequence[TrainExample], args: TrainArgs, retrieval: b
     """The groups of one epoch, drawn from a RNG seeded by (seed, epoch): a resumed run, or another model
     trained on the same budget (benchmarks), sees exactly the same groups in the same order."""
     rng = random.Random(args.seed * 1_000_003 + epoch)
+    if args.train_weights:
+        return weighted_groups(examples, args.train_weights, args.group_size, rng, args.max_positives, retrieval)
     return make_groups(examples, args.group_size, rng, args.max_positives, retrieval)
+
+
+def weighted_groups(
+    examples: Sequence[TrainExample],
+    weights: Sequence[float],
+    group_size: int,
+    rng: random.Random,
+    max_positives: int = 1,
+    retrieval: bool = True,
+) -> list[tuple[str, list[str], list[float]]]:
+    """One epoch of groups with per-source sampling weights, shuffled.
+
+    The epoch keeps its size (as many groups as `make_groups` draws from all the examples), and source i
+    (`TrainExample.source`) fills a share `weights[i] / sum(weights)` of it: a small source with a large
+    weight is drawn several times per epoch (each pass with fresh negatives and positions), a large one with
+    a small weight is subsampled. Sources without examples are left out of the sum.
+    """
+    by_source: list[list[TrainExample]] = [[] for _ in weights]
+    for example in examples:
+        if not 0 <= example.source < len(weights):
+            raise ValueError(f"an example of source {example.source} but train_weights has {len(weights)} weights")
+        by_source[example.source].append(example)
+    drawn = [make_groups(group, group_size, rng, max_positives, retrieval) for group in by_source]
+    present = [i for i, groups in enumerate(drawn) if groups]
+    size, weight = sum(len(g) for g in drawn), sum(weights[i] for i in present)
+    out = []
+    for i in present:
+        want = max(1, round(size * weights[i] / weight))
+        groups = drawn[i]
+        while len(groups) < want:  # another pass over the source; each pass adds at least one group
+            groups = groups + make_groups(by_source[i], group_size, rng, max_positives, retrieval)
+        out += groups[:want]
+    rng.shuffle(out)
+    return out
 
 
 def micro_batches(examples: Sequence[TrainExample], args: TrainArgs, retrieval: bool = True,
@@ -527,11 +513,19 @@ class Trainer:
 
     def __init__(self, args: TrainArgs, examples: Sequence[TrainExample], retrieval: bool = True,
                  model: GLiClassUniEncoder | None = None, tokenizer=None,
-                 step_callback: Callable[[int, float], None] | None = None) -> None:
+                 step_callback: Callable[[int, float], None] | None = None,
+                 dev_examples: Sequence[TrainExample] | None = None) -> None:
         self.args = args
         self.examples = list(examples)
         if not self.examples:
             raise ValueError("no training examples")
+        # The dev split: given, or carved from the examples (args.dev_fraction), never trained on.
+        if dev_examples is None and args.dev_fraction:
+            self.examples, dev_examples = split_dev(self.examples, args.dev_fraction, args.seed)
+        self.dev_examples = [e for e in dev_examples or [] if e.positives and e.negatives]
+        if (dev_examples or args.patience is not None) and not self.dev_examples:
+            raise ValueError("the dev split has no example with both a positive and a negative label to rank")
+        self.dev = DevTracker(args.dev_metric, args.patience) if self.dev_examples else None
         self.retrieval = retrieval
         seed_everything(args.seed)
         if model is None:
@@ -539,6 +533,8 @@ class Trainer:
         self.model, self.tokenizer = model, tokenizer
         self.device = resolve_device(args.device)
         self.model.to(self.device).train()
+        # The weights interpolation starts from (before any resumed state is loaded into the model).
+        self.initial = initial_weights(self.model) if args.interpolation != 1.0 else None
         # NLI: the GLiClass text is the premise (a passage), the labels are hypotheses (query-sized).
         self.collator = GroupCollator(tokenizer, model.config, args.max_length, args.max_query_tokens,
                                       args.max_passage_tokens, args.passages_per_pass, args.target_length,
@@ -592,6 +588,8 @@ class Trainer:
         bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not args.show_progress)
         batches = self.micro_batches(step)
         started = time.perf_counter()
+        eval_every = (self.args.eval_every or max(1, math.ceil(total / 10))) if self.dev else None
+        stopped_early = False
         ema = None
         self.model.train()
         while step < total:
@@ -616,10 +614,20 @@ class Trainer:
             bar.update(1)
             if self.step_callback is not None:
                 self.step_callback(step, step_loss)
+            if eval_every and (step % eval_every == 0 or step == total):
+                stopped_early = self._evaluate_dev(step, out) and step < total
             if args.save_every and step % args.save_every == 0 and step < total:
                 self._save_state(out / f"checkpoint-{step}", step, optimizer, scheduler, scaler)
+            if stopped_early:
+                logger.info("early stop at step %d: no %s gain on the dev split since step %d", step,
+                            self.dev.metric, self.dev.best_step)
+                break
         bar.close()
         self.model.eval()
+        if self.dev is not None and self.dev.best_step is not None:
+            self.dev.restore_best(self.model, self.bias, out)  # the best dev checkpoint is the one saved
+        if self.initial is not None:
+            interpolate_weights(self.model, self.initial, args.interpolation, self.bias)
         self.save_model(out)
         summary = {
             "steps": step, "seconds": round(time.perf_counter() - started, 1),
@@ -628,9 +636,26 @@ class Trainer:
             "logit_scale": float(self.model.logit_scale.detach()), "train_bias": float(self.bias.detach()) if self.bias is not None else None,
             "logit_bias": self.saved_logit_bias(), "examples": len(self.examples),
         }
+        if self.dev is not None:
+            summary["dev"] = self.dev.summary(stopped_early, len(self.dev_examples))
+        summary["interpolation"] = args.interpolation
         (out / "train_summary.json").write_text(json.dumps({"summary": summary, "history": self.history}, indent=1),
                                                 encoding="utf-8")
         return summary
+
+    def dev_score(self) -> float:
+        """The model's `dev_metric` on the dev split now (see `train_guards.dev_score`)."""
+        return dev_score(self.model, self.collator, self.dev_examples, self.dev.metric, self.device,
+                         self.args.batch_size)
+
+    def _evaluate_dev(self, step: int, out: Path) -> bool:
+        """Score the dev split; keep the model when it is the best so far. True when training should stop."""
+        score = self.dev_score()
+        if self.dev.record(step, score, float(self.bias.detach()) if self.bias is not None else None):
+            self.dev.save_best(self.save_model, out)
+        logger.info("step %d: dev %s %.4f (best %.4f at step %s)", step, self.dev.metric, score,
+                    self.dev.best_score, self.dev.best_step)
+        return self.dev.should_stop
 
     def saved_logit_bias(self) -> float:
         """The `logit_bias` a saved model gets: the model's own (0.0 unless it started from a checkpoint with
@@ -641,9 +666,11 @@ class Trainer:
     def save_model(self, folder: str | os.PathLike) -> Path:
         """Save the model (upstream's format) with the learned bias folded into `config.json`'s `logit_bias`.
 
-        The model in memory keeps its own config: training goes on with model logits + `self.bias`.
+        The model in memory keeps its own config: training goes on with model logits + `self.bias`. The
+        layout it trains with goes into `config.json`'s `packing` (`trained_packing`), so that loading the
+        folder scores with it.
         """
-        config = replace(self.model.config, logit_bias=self.saved_logit_bias())
+        config = replace(self.model.config, logit_bias=self.saved_logit_bias(), packing=trained_packing(self.args))
         return save_pretrained(self.model, self.tokenizer, folder, config=config)
 
     def _init_bias(self) -> None:
@@ -676,6 +703,7 @@ class Trainer:
             "base_logit_bias": float(self.model.config.logit_bias),
             "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
             "history": self.history,
+            "dev": self.dev.state() if self.dev is not None else None,
         }
         torch.save(state, folder / TRAINING_STATE)
         old = sorted(folder.parent.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
@@ -704,6 +732,8 @@ class Trainer:
         np.random.set_state(state["rng"]["numpy"])
         torch.set_rng_state(state["rng"]["torch"])
         self.history = list(state.get("history") or [])
+        if self.dev is not None and state.get("dev"):
+            self.dev.load(state["dev"])
         return int(state["step"])
 
 
@@ -711,10 +741,10 @@ def load_examples(args: TrainArgs) -> tuple[list[TrainExample], bool]:
     """The examples of every `args.train` source, and whether they are retrieval data (hard-negative groups)."""
     examples: list[TrainExample] = []
     retrieval = True
-    for source in args.train:
+    for index, source in enumerate(args.train):
         if Path(source).is_dir():
-            examples += examples_from_beir(source, args.split, args.negatives, args.bm25_depth,
-                                           args.max_train_queries, show_progress=args.show_progress)
+            loaded = examples_from_beir(source, args.split, args.negatives, args.bm25_depth,
+                                        args.max_train_queries, show_progress=args.show_progress)
         else:
             loaded = examples_from_jsonl(source, args.mode)
             from .evaluation.data import read_jsonl
@@ -722,7 +752,10 @@ def load_examples(args: TrainArgs) -> tuple[list[TrainExample], bool]:
             first = next(iter(read_jsonl(source)), {})
             if "query" not in first:
                 retrieval = False  # classification / NLI: every label of every example, in groups
-            examples += loaded[: args.max_train_queries] if args.max_train_queries else loaded
+            loaded = loaded[: args.max_train_queries] if args.max_train_queries else loaded
+        for example in loaded:
+            example.source = index  # for per-source sampling weights
+        examples += loaded
     return examples, retrieval
 
 
@@ -730,72 +763,3 @@ def train(args: TrainArgs, step_callback: Callable[[int, float], None] | None = 
     """Load the data, build or load the model, train, save to `args.output_dir`; returns the summary."""
     examples, retrieval = load_examples(args)
     return Trainer(args, examples, retrieval=retrieval, step_callback=step_callback).run()
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `gliclass-rerank train`."""
-    d = TrainArgs(init="", output_dir="")
-    parser.add_argument("--init", required=True, help="GLiClass checkpoint, or a plain encoder folder to start from")
-    parser.add_argument("--train", action="append", required=True,
-                        help="BEIR folder (qrels split --split, BM25 hard negatives) or JSONL: {query, positives, "
-                        "negatives}, {text, all_labels, true_labels} or {premise, hypothesis, label} (repeatable)")
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--split", default=d.split)
-    parser.add_argument("--mode", choices=("listwise", "nli"), default=d.mode)
-    parser.add_argument("--passages-per-pass", type=int, default=d.passages_per_pass,
-                        help="labels packed per sequence (as at inference)")
-    parser.add_argument("--target-length", type=int, default=d.target_length,
-                        help="listwise packing target in tokens, as at inference (0: pack up to --max-length)")
-    parser.add_argument("--group-size", type=int, default=d.group_size,
-                        help="labels drawn per text per step (positives + negatives)")
-    parser.add_argument("--max-positives", type=int, default=d.max_positives, help="positives per group (retrieval)")
-    parser.add_argument("--negatives", type=int, default=d.negatives, help="hard negatives kept per query (BEIR)")
-    parser.add_argument("--bm25-depth", type=int, default=d.bm25_depth)
-    parser.add_argument("--max-length", type=int, default=d.max_length)
-    parser.add_argument("--max-query-tokens", type=int, default=d.max_query_tokens)
-    parser.add_argument("--max-passage-tokens", type=int, default=d.max_passage_tokens)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="groups per micro-batch")
-    parser.add_argument("--grad-accum", type=int, default=d.grad_accum)
-    parser.add_argument("--epochs", type=float, default=d.epochs)
-    parser.add_argument("--max-steps", type=int, default=None)
-    parser.add_argument("--encoder-lr", type=float, default=d.encoder_lr)
-    parser.add_argument("--head-lr", type=float, default=d.head_lr)
-    parser.add_argument("--scale-lr", type=float, default=d.scale_lr)
-    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    parser.add_argument("--warmup-ratio", type=float, default=d.warmup_ratio)
-    parser.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm)
-    parser.add_argument("--loss", choices=("bce", "focal"), default=d.loss)
-    parser.add_argument("--focal-alpha", type=float, default=d.focal_alpha)
-    parser.add_argument("--focal-gamma", type=float, default=d.focal_gamma)
-    parser.add_argument("--no-train-bias", action="store_true",
-                        help="no learned logit bias (else it is saved as config.json's logit_bias)")
-    parser.add_argument("--logit-scale", type=float, default=d.logit_scale, help="initial scale (new models)")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=d.precision)
-    parser.add_argument("--device", default=d.device)
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output-dir")
-    parser.add_argument("--max-train-queries", type=int, default=None)
-    parser.add_argument("--quiet", action="store_true")
-
-
-def run(args: argparse.Namespace) -> int:
-    """`gliclass-rerank train`."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    train_args = TrainArgs(
-        init=args.init, output_dir=args.output_dir, train=list(args.train), split=args.split, mode=args.mode,
-        passages_per_pass=args.passages_per_pass, target_length=args.target_length or None,
-        group_size=args.group_size, max_positives=args.max_positives, negatives=args.negatives,
-        bm25_depth=args.bm25_depth, max_length=args.max_length, max_query_tokens=args.max_query_tokens,
-        max_passage_tokens=args.max_passage_tokens, batch_size=args.batch_size, grad_accum=args.grad_accum,
-        epochs=args.epochs, max_steps=args.max_steps, encoder_lr=args.encoder_lr, head_lr=args.head_lr,
-        scale_lr=args.scale_lr, weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
-        max_grad_norm=args.max_grad_norm, loss=args.loss, focal_alpha=args.focal_alpha,
-        focal_gamma=args.focal_gamma, train_bias=not args.no_train_bias, logit_scale=args.logit_scale,
-        precision=args.precision, device=args.device, seed=args.seed, save_every=args.save_every,
-        resume=args.resume, max_train_queries=args.max_train_queries, show_progress=not args.quiet,
-    )
-    summary = train(train_args)
-    print(json.dumps(summary))
-    return 0
