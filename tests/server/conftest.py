@@ -113,6 +113,7 @@ class SlowReranker:
         self.device = inner.device
         self.dtype = inner.dtype
         self.max_length = inner.max_length
+        self.pieces = inner.pieces
 
     def _enter(self, name, n):
         with self._guard:
