@@ -69,11 +69,12 @@ class ThreadedServer:
 
 @pytest.fixture
 def start_server():
-    """``start_server(reranker, **create_app_options) -> ThreadedServer`` (stopped at teardown)."""
+    """``start_server(reranker, uvicorn_options=None, **create_app_options) -> ThreadedServer`` (stopped at
+    teardown)."""
     servers = []
 
-    def _start(reranker, **options) -> ThreadedServer:
-        srv = ThreadedServer(create_app(reranker, **options)).__enter__()
+    def _start(reranker, uvicorn_options: dict | None = None, **options) -> ThreadedServer:
+        srv = ThreadedServer(create_app(reranker, **options), **(uvicorn_options or {})).__enter__()
         servers.append(srv)
         return srv
 
