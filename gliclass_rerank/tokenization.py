@@ -35,6 +35,9 @@ DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
 _ENTRY_OVERHEAD_BYTES = 250
 # Per id: a tuple slot (8 bytes) and, for ids above 256 (not interned by CPython), an int object (32 bytes).
 _BYTES_PER_ID = 40
+# Strings up to this long are their own cache key (Python caches a string's hash, so a hit costs nothing);
+# longer ones are keyed by a 16-byte digest, so the cache never holds a long text.
+_INLINE_KEY_CHARS = 256
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,8 @@ class PieceTokenizer:
         config: the checkpoint's GLiClass config (gives the marker ids and the layout).
         max_piece_tokens: no piece is kept longer than this (the packed sequence's length is a bound anyway).
         cache_bytes: bound on the memory of the cache of ids (about 40 bytes per id plus 250 per string).
-            The cache is keyed by a digest of each string, so a long passage costs only the ids that can ever
-            be used (at most `max_piece_tokens`), never its text. 0 turns the cache off.
+            A string longer than 256 characters is keyed by a digest, so a long passage costs only the ids that
+            can ever be used (at most `max_piece_tokens`), never its text. 0 turns the cache off.
     """
 
     def __init__(
@@ -74,7 +77,7 @@ class PieceTokenizer:
         self.config = config
         self.max_piece_tokens = max_piece_tokens
         self.cache_bytes = cache_bytes
-        self._cache: OrderedDict[tuple[str, bytes], TokenizedPiece] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str | bytes], TokenizedPiece] = OrderedDict()
         self._cached_bytes = 0
 
         self.label_id = self._marker_id(LABEL_TOKEN, config.class_token_index, "class_token_index")
@@ -144,9 +147,9 @@ class PieceTokenizer:
 
     def _encode(self, kind: str, marker: str, strings: list[str]) -> list[TokenizedPiece]:
         cache = self._cache
-        keys = [(kind, _digest(s)) for s in strings]
-        found: dict[tuple[str, bytes], TokenizedPiece] = {}
-        missing: dict[tuple[str, bytes], str] = {}
+        keys = [(kind, s if len(s) <= _INLINE_KEY_CHARS else _digest(s)) for s in strings]
+        found: dict[tuple[str, str | bytes], TokenizedPiece] = {}
+        missing: dict[tuple[str, str | bytes], str] = {}
         for key, s in zip(keys, strings):
             piece = cache.get(key)
             if piece is not None:
@@ -163,15 +166,15 @@ class PieceTokenizer:
                 self._remember(key, piece)
         return [found[key] for key in keys]
 
-    def _remember(self, key: tuple[str, bytes], piece: TokenizedPiece) -> None:
-        size = _ENTRY_OVERHEAD_BYTES + _BYTES_PER_ID * len(piece.ids)
+    def _remember(self, key: tuple[str, str | bytes], piece: TokenizedPiece) -> None:
+        size = _entry_bytes(key, piece)
         if size > self.cache_bytes:
             return
         self._cache[key] = piece
         self._cached_bytes += size
         while self._cached_bytes > self.cache_bytes:
-            _, old = self._cache.popitem(last=False)
-            self._cached_bytes -= _ENTRY_OVERHEAD_BYTES + _BYTES_PER_ID * len(old.ids)
+            old_key, old = self._cache.popitem(last=False)
+            self._cached_bytes -= _entry_bytes(old_key, old)
 
     def _tokenize(
         self, strings: list[str], marker: str, max_tokens: int
@@ -240,6 +243,12 @@ def check_unicode(name: str, text: str) -> None:
             f"{name} holds a lone surrogate {text[exc.start]!r} at character {exc.start}, which is not valid "
             "Unicode text; replace it (for example s.encode('utf-8', 'replace').decode()) and retry"
         ) from None
+
+
+def _entry_bytes(key: tuple[str, str | bytes], piece: TokenizedPiece) -> int:
+    """Estimated memory of one cache entry: its ids, its key (a short string in UTF-32 at worst, or a digest)."""
+    text = key[1]
+    return _ENTRY_OVERHEAD_BYTES + _BYTES_PER_ID * len(piece.ids) + (4 * len(text) if isinstance(text, str) else 0)
 
 
 def _digest(text: str) -> bytes:
