@@ -5,8 +5,8 @@ python benchmarks/speed_report.py /tmp/speed_results
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 TARGETS_UP = {"W1": 2.0, "W2": 2.0, "W3": 3.0}
@@ -396,6 +396,17 @@ def write_report(res: dict, out: Path) -> Path:
     return p
 
 
+def main(argv: list[str] | None = None) -> None:
+    """`python benchmarks/speed_report.py [FOLDER]`: rewrite FOLDER/speed.md and its plots from speed.json."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("folder", nargs="?", default="/tmp/speed_results",
+                        help="a results folder written by benchmarks/speed.py (holds speed.json)")
+    folder = Path(parser.parse_args(argv).folder)
+    source = folder / "speed.json"
+    if not source.is_file():
+        parser.error(f"{source} does not exist: run benchmarks/speed.py --out {folder} first")
+    print(write_report(json.loads(source.read_text()), folder))
+
+
 if __name__ == "__main__":
-    d = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/speed_results")
-    print(write_report(json.loads((d / "speed.json").read_text()), d))
+    main()

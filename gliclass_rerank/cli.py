@@ -1,4 +1,8 @@
-"""The `gliclass-rerank` command: rerank, and (with their extras installed) eval, train and serve."""
+"""The `gliclass-rerank` command: rerank and init, and (with their extras installed) eval, train and serve.
+
+Only the standard library is imported here: `--help` and argument errors answer without loading torch;
+each subcommand imports what it needs when it runs.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Sequence
 # Subcommands that live in optional modules: name -> (module, help). Each module offers
 # `add_arguments(parser)` and `run(args)`; it is imported only when its subcommand runs.
 _OPTIONAL_COMMANDS = {
+    "init": ("gliclass_rerank.from_encoder", "build a calibrated GLiClass reranker from a plain sentence encoder"),
     "eval": ("gliclass_rerank.evaluation", "measure ranking quality on BEIR / TrecQA data"),
     "train": ("gliclass_rerank.training", "fine-tune a GLiClass reranker"),
     "serve": ("gliclass_rerank.server.cli", "serve Cohere- and TEI-compatible rerank endpoints"),
@@ -112,7 +117,11 @@ def _run_optional(name: str, argv: Sequence[str]) -> int:
         raise SystemExit(f"`gliclass-rerank {name}` needs an optional dependency that is missing: {error}") from None
     parser = argparse.ArgumentParser(prog=f"gliclass-rerank {name}", description=help_text)
     module.add_arguments(parser)
-    return module.run(parser.parse_args(argv)) or 0
+    args = parser.parse_args(argv)
+    try:
+        return module.run(args) or 0
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        raise SystemExit(f"gliclass-rerank {name}: {error}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

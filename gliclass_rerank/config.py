@@ -80,6 +80,10 @@ class GLiClassConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GLiClassConfig:
         """Build and validate a config from the dictionary stored in `config.json`."""
+        if not isinstance(data, dict):
+            raise UnsupportedConfigError(
+                f"a GLiClass config.json holds a JSON object, not a {type(data).__name__}"
+            )
         data = copy.deepcopy(data)
         model_type = data.get("model_type")
         if model_type != "GLiClass":
@@ -170,9 +174,20 @@ class GLiClassConfig:
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> GLiClassConfig:
-        """Read and validate a `config.json` file."""
-        with open(path, encoding="utf-8") as handle:
-            return cls.from_dict(json.load(handle))
+        """Read and validate a `config.json` file; errors name the file (and the line, for broken JSON)."""
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except json.JSONDecodeError as error:
+            raise UnsupportedConfigError(
+                f"{path}: not valid JSON at line {error.lineno}, column {error.colno}: {error.msg}"
+            ) from None
+        except UnicodeDecodeError as error:
+            raise UnsupportedConfigError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+        try:
+            return cls.from_dict(data)
+        except UnsupportedConfigError as error:
+            raise UnsupportedConfigError(f"{path}: {error}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """The `config.json` dictionary, in upstream's format (loadable by the `gliclass` package).

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -31,17 +32,67 @@ PYTORCH_NAME = "pytorch_model.bin"
 STATE_PREFIX = "model."
 
 
+# A Hub repository id: "name" or "owner/name" of letters, digits, "-", "_" and "."; anything else is a path.
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+# Marks a checkpoint written by `gliclass_rerank.testing` (random weights); our extension, upstream ignores it.
+RANDOM_WEIGHTS_KEY = "gliclass_rerank_random_weights"
+
+
+class CheckpointNotFoundError(FileNotFoundError):
+    """A checkpoint could not be found: no such local folder, or a Hub id that cannot be fetched."""
+
+
+def _looks_like_path(name: str) -> bool:
+    return not _REPO_ID.match(name) or name.startswith(".") or Path(name).expanduser().is_absolute()
+
+
 def resolve_file(name_or_path: str | os.PathLike, filename: str, *, token=None, revision=None) -> Path | None:
-    """A checkpoint file from a local folder or the Hub cache; None when the checkpoint has no such file."""
-    folder = Path(name_or_path)
+    """A checkpoint file from a local folder or the Hub cache; None when the checkpoint has no such file.
+
+    Raises `CheckpointNotFoundError` naming the cause and the fix: a local path that does not exist, a Hub
+    id that cannot be reached and is not in the local cache, or a repository the Hub does not have.
+    """
+    folder = Path(name_or_path).expanduser()
     if folder.is_dir():
         candidate = folder / filename
         return candidate if candidate.is_file() else None
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    name = str(name_or_path)
+    if folder.exists():
+        raise CheckpointNotFoundError(f"{name} is a file: give the checkpoint's folder (holding config.json)")
+    if _looks_like_path(name):
+        raise CheckpointNotFoundError(f"model folder not found: {folder.resolve()} does not exist")
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     try:
-        return Path(hf_hub_download(str(name_or_path), filename, revision=revision, token=token))
+        return Path(hf_hub_download(name, filename, revision=revision, token=token))
+    except LocalEntryNotFoundError:  # offline, or the Hub unreachable, and not cached (before EntryNotFound)
+        if filename != CONFIG_NAME:
+            return None  # optional files (weights format, tokenizer) of a checkpoint that was cached
+        reason = ("HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the Hugging Face Hub could not be reached")
+        raise CheckpointNotFoundError(
+            f"cannot load {name!r}: {reason} and it is not in the local cache ({constants.HF_HUB_CACHE}). "
+            f"Download it once with network access, or pass a local checkpoint folder"
+            + ("" if constants.HF_HUB_OFFLINE else " (set HF_HUB_OFFLINE=1 to skip network attempts)")
+            + f"; no local folder {folder.resolve()} exists either"
+        ) from None
+    except GatedRepoError:
+        raise CheckpointNotFoundError(
+            f"{name!r} is a gated repository on the Hub: accept its terms there and pass token=... (or log in)"
+        ) from None
+    except RepositoryNotFoundError:
+        raise CheckpointNotFoundError(
+            f"{name!r} is neither a local folder ({folder.resolve()} does not exist) nor a Hub repository "
+            "you can access (private ones need token=...)"
+        ) from None
+    except RevisionNotFoundError:
+        raise CheckpointNotFoundError(f"{name!r} has no revision {revision!r} on the Hub") from None
     except EntryNotFoundError:
         return None
 
@@ -50,8 +101,14 @@ def load_config(name_or_path: str | os.PathLike, *, token=None, revision=None) -
     """Read and validate a checkpoint's `config.json`."""
     path = resolve_file(name_or_path, CONFIG_NAME, token=token, revision=revision)
     if path is None:
-        raise FileNotFoundError(f"{name_or_path!s} has no {CONFIG_NAME}: not a GLiClass checkpoint")
-    return GLiClassConfig.from_json_file(path)
+        raise CheckpointNotFoundError(f"{name_or_path!s} has no {CONFIG_NAME}: not a GLiClass checkpoint")
+    config = GLiClassConfig.from_json_file(path)
+    if config.raw.get(RANDOM_WEIGHTS_KEY):
+        logger.warning(
+            "%s was written by gliclass_rerank.testing: its weights are random and its scores are noise "
+            "(for tests only; `gliclass-rerank init` builds a meaningful model from an encoder)", name_or_path
+        )
+    return config
 
 
 def load_state_dict(name_or_path: str | os.PathLike, *, token=None, revision=None) -> dict[str, torch.Tensor]:

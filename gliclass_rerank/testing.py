@@ -10,7 +10,10 @@ import os
 import string
 from pathlib import Path
 
-__all__ = ["LABEL_TOKEN", "SEP_TOKEN", "TINY_CORPUS", "tiny_backbone_config", "tiny_checkpoint", "train_tiny_tokenizer"]
+__all__ = [
+    "LABEL_TOKEN", "SEP_TOKEN", "TINY_CORPUS", "tiny_backbone_config", "tiny_checkpoint", "tiny_plain_encoder",
+    "train_tiny_tokenizer",
+]
 
 LABEL_TOKEN = "<<LABEL>>"
 SEP_TOKEN = "<<SEP>>"
@@ -212,11 +215,12 @@ def tiny_checkpoint(folder, backbone: str = "bert", seed: int = 0, noise: float 
     Built with this library's own model class and saved in upstream's format, with no download: for tests,
     examples and benchmarks of code around the scorer. Weights get N(0, noise^2) noise so that scores
     spread over (0, 1) instead of sitting at 0.5. `config_overrides` are GLiClass config fields.
+    The config carries `gliclass_rerank_random_weights: true`, so loading it logs that its scores are noise.
     """
     import torch
 
     from .config import GLiClassConfig
-    from .loading import save_pretrained
+    from .loading import RANDOM_WEIGHTS_KEY, save_pretrained
     from .modeling import GLiClassUniEncoder
 
     folder = Path(folder)
@@ -231,6 +235,7 @@ def tiny_checkpoint(folder, backbone: str = "bert", seed: int = 0, noise: float 
         "vocab_size": len(tokenizer),
         "problem_type": "multi_label_classification",
         "prompt_first": True,
+        RANDOM_WEIGHTS_KEY: True,  # loading says so: these scores are noise
         **config_overrides,
     }
     torch.manual_seed(seed)
@@ -240,6 +245,25 @@ def tiny_checkpoint(folder, backbone: str = "bert", seed: int = 0, noise: float 
         for _, param in sorted(model.named_parameters()):
             param.add_(torch.randn(param.shape, generator=generator) * noise)
     return save_pretrained(model.eval(), tokenizer, folder)
+
+
+def tiny_plain_encoder(folder, seed: int = 0) -> Path:
+    """Write a tiny random plain BERT encoder (config, weights, WordPiece tokenizer; no GLiClass tokens) to
+    `folder`, offline: a stand-in for a sentence encoder in tests of `init` and training."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = _build_vocab(TINY_CORPUS, 1000)
+    (folder / "vocab.txt").write_text("\n".join(sorted(vocab, key=vocab.get)) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    tokenizer.save_pretrained(str(folder))
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512, pad_token_id=0)
+    BertModel(config).eval().save_pretrained(str(folder))
+    return folder
 
 
 def main(argv=None) -> None:

@@ -221,6 +221,7 @@ def examples_from_jsonl(path: str | os.PathLike, mode: str = "listwise") -> list
     """Training examples from a JSONL file in one of three shapes (detected per line):
 
     * `{"query", "positives": [...], "negatives": [...]}`: listwise reranking data;
+    * `{"query", "candidates": [{"text", "label"}]}`: a candidate list (TrecQA), label 1 = relevant;
     * `{"text", "all_labels", "true_labels"}`: the classification format (text = GLiClass text);
     * `{"premise", "hypothesis", "label"}` (SICK/MNLI style): grouped by premise, "entailment" = positive,
       for NLI mode (text = premise, labels = hypotheses).
@@ -234,6 +235,11 @@ def examples_from_jsonl(path: str | os.PathLike, mode: str = "listwise") -> list
             pos, neg = list(item["positives"]), list(item.get("negatives") or [])
             texts = [_passage_text(p) for p in pos + neg]
             out.append(TrainExample(item["query"], texts, [1.0] * len(pos) + [0.0] * len(neg)))
+        elif "query" in item and "candidates" in item:
+            candidates = list(item["candidates"])
+            targets = [1.0 if c.get("label") else 0.0 for c in candidates]
+            if 0.0 < sum(targets) < len(targets):  # as in evaluation: a list needs a positive and a negative
+                out.append(TrainExample(item["query"], [_passage_text(c) for c in candidates], targets))
         elif "text" in item and "all_labels" in item:
             true = set(item.get("true_labels") or [])
             labels = list(dict.fromkeys(item["all_labels"]))
@@ -243,7 +249,7 @@ def examples_from_jsonl(path: str | os.PathLike, mode: str = "listwise") -> list
             example.labels.append(item["hypothesis"])
             example.targets.append(1.0 if str(item.get("label", "")).lower() == "entailment" else 0.0)
         else:
-            raise ValueError(f"{path}:{number}: expected {{query, positives, negatives}}, "
+            raise ValueError(f"{path}:{number}: expected {{query, positives, negatives}}, {{query, candidates}}, "
                              "{text, all_labels, true_labels} or {premise, hypothesis, label}")
     out.extend(by_premise.values())
     return [e for e in out if e.labels]

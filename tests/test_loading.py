@@ -225,3 +225,89 @@ def test_cli_speed_options_reach_the_model(tiny_model_dir, tmp_path, capsys, mon
                      "--passages", str(passages), "--quantize", "int8"]) == 0
     assert seen["quantize"] == "int8" and "compile" not in seen
     assert len(capsys.readouterr().out.splitlines()) == len(PASSAGES)
+
+
+# ---------------------------------------------------------------------------- errors that name their cause
+def test_mistyped_local_folder_names_the_path(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    def no_network(*args, **kwargs):  # a path must never be sent to the Hub
+        raise AssertionError("hf_hub_download called for a local path")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
+    for name in (str(tmp_path / "no-such-model"), "./no-such-model", "../models/nope", "~/nope", "a/b/c"):
+        with pytest.raises(FileNotFoundError, match="model folder not found: .*does not exist"):
+            GLiClassReranker.from_pretrained(name, device="cpu")
+
+
+def test_a_file_instead_of_a_folder_is_named(tiny_model_dir):
+    with pytest.raises(FileNotFoundError, match="is a file: give the checkpoint's folder"):
+        GLiClassReranker.from_pretrained(tiny_model_dir / "config.json", device="cpu")
+
+
+def test_hub_id_offline_and_not_cached_says_what_to_do(tmp_path):
+    """HF_HUB_OFFLINE=1 and an empty cache: an immediate error (no retries) that says how to fix it."""
+    script = "from gliclass_rerank import GLiClassReranker\nGLiClassReranker.from_pretrained('acme/not-cached')"
+    env = dict(os.environ, HF_HUB_CACHE=str(tmp_path / "hub"), HF_HUB_OFFLINE="1")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path)
+    assert out.returncode != 0
+    assert "CheckpointNotFoundError" in out.stderr
+    assert "HF_HUB_OFFLINE is set and it is not in the local cache" in out.stderr
+    assert "pass a local checkpoint folder" in out.stderr
+    assert "Retry" not in out.stderr
+
+
+def test_hub_unreachable_says_so(monkeypatch, tmp_path):
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def unreachable(*args, **kwargs):
+        raise LocalEntryNotFoundError("connection error and not in cache")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", unreachable)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    with pytest.raises(FileNotFoundError, match="could not be reached.*set HF_HUB_OFFLINE=1"):
+        GLiClassReranker.from_pretrained("acme/unreachable", device="cpu")
+
+
+def test_repository_the_hub_does_not_have(monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    def missing(*args, **kwargs):
+        raise RepositoryNotFoundError.__new__(RepositoryNotFoundError)  # as raised on a 404
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", missing)
+    with pytest.raises(FileNotFoundError, match="neither a local folder .* nor a Hub repository"):
+        GLiClassReranker.from_pretrained("acme/missing", device="cpu")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('{"model_type": "GLiClass",\n  "encoder_config": {,\n}', r"config\.json: not valid JSON at line 2, column 22"),
+        ('[1, 2, 3]', r"config\.json: .*holds a JSON object, not a list"),
+        ('"GLiClass"', r"config\.json: .*holds a JSON object, not a str"),
+    ],
+)
+def test_malformed_config_names_the_file_and_line(tiny_model_dir, tmp_path, text, expected):
+    folder = _copy(tiny_model_dir, tmp_path / "broken")
+    (folder / "config.json").write_text(text)
+    with pytest.raises(UnsupportedConfigError, match=expected) as caught:
+        GLiClassReranker.from_pretrained(folder, device="cpu")
+    assert str(folder / "config.json") in str(caught.value)
+
+
+def test_cli_reports_a_missing_folder_in_one_line(tmp_path):
+    passages = tmp_path / "passages.jsonl"
+    passages.write_text('"a passage"\n')
+    with pytest.raises(SystemExit, match="gliclass-rerank: model folder not found"):
+        cli_main(["rerank", "--model", str(tmp_path / "nope"), "--query", "q", "--passages", str(passages)])
+
+
+def test_a_test_checkpoint_says_its_scores_are_noise(tiny_model_dir, caplog):
+    with caplog.at_level("WARNING", logger="gliclass_rerank"):
+        GLiClassReranker.from_pretrained(tiny_model_dir, device="cpu")
+    noise = [r for r in caplog.records if "weights are random" in r.getMessage()]
+    assert len(noise) == 1 and "gliclass_rerank.testing" in noise[0].getMessage()

@@ -31,20 +31,9 @@ SCALE = 12.0
 
 def _plain_encoder(folder: Path, seed: int = 0) -> Path:
     """A tiny plain BERT encoder folder (no GLiClass tokens), built offline."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from gliclass_rerank.testing import tiny_plain_encoder
 
-    from gliclass_rerank.testing import TINY_CORPUS, _build_vocab
-
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = _build_vocab(TINY_CORPUS, 1000)
-    (folder / "vocab.txt").write_text("\n".join(sorted(vocab, key=vocab.get)) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
-    tokenizer.save_pretrained(str(folder))
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512, pad_token_id=0)
-    BertModel(config).eval().save_pretrained(str(folder))
-    return folder
+    return tiny_plain_encoder(folder, seed=seed)
 
 
 @pytest.fixture(scope="module")

@@ -24,16 +24,15 @@ from starlette.routing import Match
 
 from ..tokenization import check_unicode
 from .batching import LISTWISE, NLI, Admission, Batcher, Job, QueueFullError, ShuttingDownError
+from .limits import DEFAULT_MAX_BODY_BYTES, SHUTDOWN_MARGIN_S
 from .metrics import ServerMetrics
 
 logger = logging.getLogger("gliclass_rerank.server")
 
-DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
-# Unfinished requests are answered (503) this long before the graceful-shutdown period ends, so their answers
-# are written before uvicorn closes the connections at the end of the period.
-SHUTDOWN_MARGIN_S = 0.5
 UNMATCHED_ROUTE = "unmatched"  # the one metrics label of every path that is no route
-OPEN_PATHS = frozenset({"/health", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+OPEN_PATHS = frozenset({"/health", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+# Swagger UI's own files, served from the swagger-ui-bundle package: /docs works with no network.
+DOCS_ASSETS = "/docs/assets"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -212,7 +211,7 @@ class LimitsAndAuthMiddleware:
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
-        if self.api_key is not None and path not in OPEN_PATHS:
+        if self.api_key is not None and path not in OPEN_PATHS and not path.startswith(DOCS_ASSETS + "/"):
             auth = headers.get(b"authorization", b"")
             token = auth[7:].strip() if auth[:7].lower() == b"bearer " else b""
             # compare_digest runs in time independent of where the strings differ
@@ -334,6 +333,29 @@ async def _run_unless_disconnected(request: Request, coro: Awaitable[Any]) -> An
 # The app factory
 
 
+def _add_offline_docs(app: FastAPI) -> None:
+    """`/docs` (Swagger UI) with its JavaScript and CSS served by this server from the swagger-ui-bundle
+    package, so the page works on machines without internet access."""
+    import swagger_ui_bundle
+    from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def _docs():
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url, title=f"{app.title} - docs",
+            oauth2_redirect_url="/docs/oauth2-redirect",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js", swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    async def _docs_redirect():
+        return get_swagger_ui_oauth2_redirect_html()
+
+
 def create_app(
     reranker: Any,
     *,
@@ -419,7 +441,10 @@ def create_app(
         ),
         version=_version(),
         lifespan=lifespan,
+        docs_url=None,  # served below from local files (FastAPI's default loads Swagger UI from a CDN)
+        redoc_url=None,
     )
+    _add_offline_docs(app)
     app.state.reranker = reranker
     app.state.metrics = metrics
     app.state.admission = admission

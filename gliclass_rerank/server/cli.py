@@ -7,10 +7,8 @@ import logging
 import os
 
 from ..cli import add_model_arguments, model_options
-from ..tokenization import DEFAULT_CACHE_BYTES
-from .app import DEFAULT_MAX_BODY_BYTES, SHUTDOWN_MARGIN_S
-from .runner import DEFAULT_BACKLOG, DEFAULT_H11_MAX_INCOMPLETE_EVENT_SIZE, DEFAULT_LIMIT_CONCURRENCY, \
-    DEFAULT_TIMEOUT_KEEP_ALIVE
+from .limits import DEFAULT_BACKLOG, DEFAULT_H11_MAX_INCOMPLETE_EVENT_SIZE, DEFAULT_LIMIT_CONCURRENCY, \
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_KEEP_ALIVE, SHUTDOWN_MARGIN_S
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,8 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="name reported by /info and echoed as `model` (default: --model)")
     m.add_argument("--check-model-name", action="store_true",
                    help="answer 404 when a request's `model` differs from --served-model-name")
-    m.add_argument("--token-cache-bytes", type=int, default=DEFAULT_CACHE_BYTES,
-                   help=f"memory bound of the cache of token ids (default {DEFAULT_CACHE_BYTES // 2**20} MiB; 0: off)")
+    m.add_argument("--token-cache-bytes", type=int, default=None,
+                   help="memory bound of the cache of token ids (default 256 MiB; 0: off)")
 
     s = parser.add_argument_group("server")
     s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
@@ -103,7 +101,7 @@ def _app_options(args: argparse.Namespace) -> dict:
 
 def _model_options(args: argparse.Namespace) -> dict:
     opts = {"device": args.device, "dtype": args.dtype, **model_options(args)}
-    if getattr(args, "token_cache_bytes", DEFAULT_CACHE_BYTES) != DEFAULT_CACHE_BYTES:
+    if getattr(args, "token_cache_bytes", None) is not None:
         opts["token_cache_bytes"] = args.token_cache_bytes
     return opts
 

@@ -17,12 +17,10 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-logger = logging.getLogger("gliclass_rerank.server")
+from .limits import DEFAULT_BACKLOG, DEFAULT_H11_MAX_INCOMPLETE_EVENT_SIZE, DEFAULT_LIMIT_CONCURRENCY, \
+    DEFAULT_TIMEOUT_KEEP_ALIVE
 
-DEFAULT_LIMIT_CONCURRENCY = 512
-DEFAULT_TIMEOUT_KEEP_ALIVE = 5
-DEFAULT_BACKLOG = 2048
-DEFAULT_H11_MAX_INCOMPLETE_EVENT_SIZE = 16 * 1024
+logger = logging.getLogger("gliclass_rerank.server")
 
 
 class _IdleTimeoutOnOpen:

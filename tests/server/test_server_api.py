@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
 import pytest
@@ -123,7 +124,14 @@ def test_info_health_metrics_docs(client, shared_server):
     assert "reranker" in info["model_type"]
     # open endpoints need no key
     assert httpx.get(shared_server.url + "/health").json()["status"] == "ok"
-    assert httpx.get(shared_server.url + "/docs").status_code == 200
+    # /docs works offline: every script and stylesheet it names is served by this server, without a key
+    docs = httpx.get(shared_server.url + "/docs")
+    assert docs.status_code == 200 and "cdn" not in docs.text.lower()
+    assets = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+    assert any(a.endswith("swagger-ui-bundle.js") for a in assets) and any(a.endswith(".css") for a in assets)
+    for asset in assets:
+        assert asset.startswith("/docs/assets/"), asset
+        assert httpx.get(shared_server.url + asset).status_code == 200, asset
     spec = httpx.get(shared_server.url + "/openapi.json").json()
     assert {"/v1/rerank", "/v2/rerank", "/rerank", "/v1/nli", "/info"} <= set(spec["paths"])
     text = httpx.get(shared_server.url + "/metrics").text
