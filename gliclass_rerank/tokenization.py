@@ -15,6 +15,8 @@ import json
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
 
 from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerBase
@@ -138,7 +140,7 @@ class PieceTokenizer:
             raise ValueError(f"max_tokens={max_tokens!r}: must be an integer >= 1")
         if len(text) <= max_tokens:  # a token covers at least one character
             return text
-        ids, ends, _ = self._tokenize([text], LABEL_TOKEN, max_tokens)[0]
+        ids, ends, _ = self._tokenize([text], LABEL_TOKEN, max_tokens, with_ends=True)[0]
         if len(ids) <= max_tokens:
             return text
         if self._backend is None:  # a slow tokenizer gives no offsets
@@ -177,10 +179,11 @@ class PieceTokenizer:
             self._cached_bytes -= _entry_bytes(old_key, old)
 
     def _tokenize(
-        self, strings: list[str], marker: str, max_tokens: int
+        self, strings: list[str], marker: str, max_tokens: int, with_ends: bool = False
     ) -> list[tuple[list[int], list[int], bool]]:
         """Per string: ids in the marker's context (marker and literal markers dropped), each id's end offset
-        in the string, and whether characters that could hold further tokens were left untokenised.
+        in the string (only when cut, or with `with_ends`), and whether characters that could hold further
+        tokens were left untokenised.
 
         Only the first ~`max_tokens` tokens' worth of characters is tokenised; the prefix is widened until it
         provably holds `max_tokens + 1` tokens that the rest of the string cannot change, or the whole string.
@@ -194,9 +197,14 @@ class PieceTokenizer:
             clipped = [strings[i][:char_limit] for i in todo]
             encoded = self._encodings([marker + s for s in clipped])
             again = []
-            for i, text, (ids, offsets) in zip(todo, clipped, encoded):
-                kept = [(t, end - skip) for t, (start, end) in zip(ids, offsets) if start >= skip and t not in markers]
+            for i, text, encoding in zip(todo, clipped, encoded):
                 whole = len(text) == len(strings[i])
+                if whole and not with_ends:  # the common case: no offsets needed
+                    body = encoding.ids[1:] if skip else encoding.ids  # the marker is one added token
+                    out[i] = ([t for t in body if t not in markers], [], False)
+                    continue
+                kept = [(t, end - skip) for t, (start, end) in zip(encoding.ids, encoding.offsets)
+                        if start >= skip and t not in markers]
                 if not whole:
                     # Only tokens that end a token's width before the cut are sure to be the whole string's.
                     safe = len(text) - _MAX_CHARS_PER_TOKEN
@@ -209,19 +217,20 @@ class PieceTokenizer:
             char_limit *= 4
         return out  # type: ignore[return-value]
 
-    def _encodings(self, strings: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    def _encodings(self, strings: list[str]) -> list[Any]:
+        """Encodings (`.ids`, `.offsets`) of `strings`, without special tokens around them."""
         backend = self._backend
         if backend is not None:
             # The Rust tokenizer directly: no per-call Python overhead, no "longer than max length" warning
             # (our pieces are cut to budget right after).
-            return [(e.ids, e.offsets) for e in backend.encode_batch(strings, add_special_tokens=False)]
+            return backend.encode_batch(strings, add_special_tokens=False)
         # A slow tokenizer (no Rust backend, no offsets): every token is taken to end at the string's end, so
         # `_tokenize` widens the cut to the whole string; ids start after the marker's one id.
         encoded = self.tokenizer(strings, add_special_tokens=False, return_attention_mask=False, verbose=False)
         out = []
         for s, ids in zip(strings, encoded["input_ids"]):
             marker = 1 if s.startswith((LABEL_TOKEN, SEP_TOKEN)) else 0
-            out.append(([ids[0]] * marker + ids[marker:], [(0, 0)] * marker + [(len(s), len(s))] * (len(ids) - marker)))
+            out.append(SimpleNamespace(ids=ids, offsets=[(0, 0)] * marker + [(len(s), len(s))] * (len(ids) - marker)))
         return out
 
     def clear_cache(self) -> None:
