@@ -8,7 +8,10 @@ Systems on SciFact test (BM25 top-`--depth` candidates, title + text):
   cross-encoder-same-budget a sentence-transformers CrossEncoder from MiniLM (fresh head), trained on the
                             very same groups (same steps, same positives and BM25 hard negatives, same LRs)
   published ms-marco CE     0.688 (BEIR paper, BM25 + cross-encoder/ms-marco-MiniLM-L-6-v2), quoted only
-Then zero-shot transfer of the SciFact model to Cranfield and Medline, and TrecQA (train -> dev, MAP/MRR).
+Then zero-shot transfer of the SciFact model to Cranfield and Medline (all their queries, BM25 top
+`--transfer-depth` = 100, beside BM25, MiniLM cosine and the untrained model), and TrecQA (train -> dev,
+MAP/MRR). One table puts SciFact (in domain) beside Cranfield and Medline (out of domain) and their mean,
+through the code of `gliclass-rerank eval A B C` (`gliclass_rerank.evaluation.tables`).
 
     python benchmarks/train_scifact.py --out /tmp/proof            # the full protocol
     python benchmarks/train_scifact.py --out /tmp/proof --test-queries 100 --depth 30 --steps 100  # smaller
@@ -37,9 +40,13 @@ from gliclass_rerank.evaluation import (
     EmbeddingScorer,
     GLiClassScorer,
     bm25_run,
+    collection_table,
+    evaluate_collections,
     evaluate_systems,
+    format_table,
     load_dataset,
     plot_report,
+    write_table,
 )
 from gliclass_rerank.loading import save_pretrained
 from gliclass_rerank.training import (
@@ -143,6 +150,8 @@ def main(argv=None) -> int:
                         help="stages to skip: minilm untrained cross-encoder transfer trecqa")
     parser.add_argument("--trecqa-steps", type=int, default=60)
     parser.add_argument("--transfer-queries", type=int, default=None, help="first N Cranfield / Medline queries")
+    parser.add_argument("--transfer-depth", type=int, default=100,
+                        help="BM25 candidates reranked per Cranfield / Medline query (default 100)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -238,16 +247,29 @@ def main(argv=None) -> int:
 
     # ---- zero-shot transfer: Cranfield, Medline
     if "transfer" not in args.skip:
-        for name in ("cranfield", "medline"):
-            data = load_dataset(data_root / name, split="test").subset(args.transfer_queries)
-            run = bm25_run(data, top_k=max(100, args.depth), show_progress=False)
-            rerankers = [gliclass(targs.output_dir, "gliclass-scifact")]
-            if "untrained" not in args.skip:
-                rerankers.insert(0, gliclass(init_dir, "gliclass-untrained"))
-            report = run_eval(data, run, rerankers, name, args.depth)
-            proof["stages"][name] = {"queries": len(data.queries), "depth": args.depth, "systems": {
+        collections = [load_dataset(data_root / name, split="test").subset(args.transfer_queries)
+                       for name in ("cranfield", "medline")]
+        rerankers = [gliclass(targs.output_dir, "gliclass-scifact")]
+        if "untrained" not in args.skip:
+            rerankers.insert(0, gliclass(init_dir, "gliclass-untrained"))
+        if "minilm" not in args.skip:
+            rerankers.insert(0, EmbeddingScorer(encoder, name="minilm-cosine", batch_size=args.eval_batch_size))
+        reports = evaluate_collections(collections, rerankers, depth=args.transfer_depth, out_dir=out / "eval-transfer",
+                                       show_progress=False)
+        for name, report in reports.items():
+            for system, s in report["systems"].items():
+                LOG.info("%s %s %-28s %s (%.0fs)", stamp(t0), name, system,
+                         " ".join(f"{k}={v:.4f}" for k, v in s["metrics"].items()), s["seconds"])
+            proof["stages"][name] = {"queries": report["queries"], "depth": args.transfer_depth, "systems": {
                 k: {"metrics": v["metrics"], "seconds": v["seconds"]} for k, v in report["systems"].items()}}
-            save()
+        # In and out of domain in one table: SciFact test beside Cranfield and Medline, and their mean.
+        table = collection_table({name: proof["stages"][name] for name in ("scifact", "cranfield", "medline")},
+                                 "ndcg@10")
+        proof["domain_table"] = dict(table, depths={"scifact": args.depth, "cranfield": args.transfer_depth,
+                                                    "medline": args.transfer_depth})
+        write_table(table, out, stem="domain_table")
+        LOG.info("%s in and out of domain:\n%s", stamp(t0), format_table(table))
+        save()
 
     # ---- TrecQA: train on train, evaluate dev (MAP / MRR)
     if "trecqa" not in args.skip:
@@ -297,6 +319,12 @@ def write_markdown(proof: dict, path: Path) -> None:
              f"{proof.get('torch_threads')} torch threads, {proof.get('elapsed_min')} min)")
     lines = [title, ""]
     lines.append("args: `" + json.dumps(proof["args"]) + "`")
+    if "domain_table" in proof:
+        table = proof["domain_table"]
+        depths = ", ".join(f"{name} top {depth}" for name, depth in table["depths"].items())
+        lines += ["", "## in domain (SciFact test) and out of domain (Cranfield, Medline)", "",
+                  f"NDCG@10, BM25 candidates reranked: {depths}; mean over the three collections.", "",
+                  format_table(table, markdown=True)]
     for stage, value in proof["stages"].items():
         lines += ["", f"## {stage}", ""]
         if isinstance(value, dict) and "systems" in value:

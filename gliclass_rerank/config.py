@@ -9,6 +9,10 @@ One field is our own extension, `logit_bias` (see `GLiClassConfig`): a constant 
 by our fine-tuning so that its models give calibrated probabilities. Upstream's config class keeps unknown
 keys as plain attributes and its model never reads this one: upstream loads such a checkpoint and ranks
 exactly as we do, with every logit lower by `logit_bias` (so its probabilities are not calibrated).
+
+A second extension, `packing` (see `PACKING_KEYS`), records the layout a model was trained with (passages per
+sequence, packing target, token budgets); `GLiClassReranker.from_pretrained` scores with it unless the caller
+sets its own. Upstream ignores it too (it packs its own way).
 """
 
 from __future__ import annotations
@@ -26,6 +30,11 @@ POOLING_STRATEGIES = ("first", "last", "avg", "max", "sum", "rms", "abs_max", "a
 CLASS_TOKEN_POOLINGS = ("first", "average")
 SCORER_TYPES = ("simple", "weighted-dot", "mlp", "hopfield")
 ARCHITECTURE_TYPES = ("uni-encoder",)
+
+# Our `packing` extension: the reranker options a trained model's layout consists of. Values are integers
+# >= 1, or null where null means something (no packing target, no passage cap).
+PACKING_KEYS = ("passages_per_pass", "target_length", "max_length", "max_query_tokens", "max_passage_tokens")
+PACKING_NULLABLE = ("target_length", "max_passage_tokens")
 
 LABEL_TOKEN = "<<LABEL>>"
 SEP_TOKEN = "<<SEP>>"
@@ -54,6 +63,11 @@ class GLiClassConfig:
     every upstream checkpoint) and written back only when non-zero, so configs of models without one stay
     upstream's. Upstream `gliclass` ignores the key: for such a model its logits are ours minus
     `logit_bias` (the same ranking, shifted probabilities).
+
+    `packing` is our second extension: the layout the model was trained with, as `GLiClassReranker`
+    options (keys in `PACKING_KEYS`, e.g. `{"passages_per_pass": 1, "target_length": null,
+    "max_passage_tokens": 128, ...}`). `gliclass-rerank train` writes it; `from_pretrained` applies each
+    stored key the caller does not set. Empty (and not written) for every other checkpoint. Upstream ignores it.
     """
 
     encoder_config: PretrainedConfig
@@ -75,6 +89,7 @@ class GLiClassConfig:
     projector_hidden_act: str = "gelu"
     initializer_range: float = 0.03
     logit_bias: float = 0.0
+    packing: dict[str, int | None] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -168,6 +183,7 @@ class GLiClassConfig:
             projector_hidden_act=data.get("projector_hidden_act", "gelu"),
             initializer_range=float(data.get("initializer_range", 0.03)),
             logit_bias=float(logit_bias),
+            packing=read_packing(data.get("packing")),
             raw=data,
             **values,
         )
@@ -226,12 +242,36 @@ class GLiClassConfig:
             data["logit_bias"] = float(self.logit_bias)
         else:
             data.pop("logit_bias", None)
+        if self.packing:
+            data["packing"] = dict(self.packing)
+        else:
+            data.pop("packing", None)
         return data
 
     @property
     def max_position_embeddings(self) -> int | None:
         """How many positions the backbone has, if it says."""
         return getattr(self.encoder_config.get_text_config(), "max_position_embeddings", None)
+
+
+def read_packing(value: Any) -> dict[str, int | None]:
+    """The validated `packing` extension of a `config.json` (absent: {}); refuses bad keys and values by name."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _refuse("packing", value, f"an object with keys from {list(PACKING_KEYS)} (our extension)")
+    packing: dict[str, int | None] = {}
+    for key, item in value.items():
+        if key not in PACKING_KEYS:
+            raise _refuse(f"packing.{key}", item, f"keys {list(PACKING_KEYS)}")
+        if item is None and key in PACKING_NULLABLE:
+            packing[key] = None
+        elif isinstance(item, int) and not isinstance(item, bool) and item >= 1:
+            packing[key] = item
+        else:
+            allowed = "an integer >= 1" + (" or null" if key in PACKING_NULLABLE else "")
+            raise _refuse(f"packing.{key}", item, allowed)
+    return packing
 
 
 def build_encoder_config(encoder_config: Any) -> PretrainedConfig:

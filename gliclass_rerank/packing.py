@@ -56,6 +56,11 @@ class Layout:
         """Tokens every sequence spends besides the text and the labels' own ids (specials and <<SEP>>)."""
         return len(self.prefix) + len(self.suffix) + 1
 
+    def query_room(self, max_length: int) -> int:
+        """The largest `max_query_tokens` that leaves room for one `<<LABEL>>` marker and one passage token in
+        a sequence of `max_length` tokens (the reranker and the trainer refuse larger budgets alike)."""
+        return max_length - self.overhead - 2
+
 
 @dataclass
 class PackedSequence:

@@ -34,7 +34,9 @@ MODES = ("listwise", "nli")
 DEFAULT_PASSAGES_PER_PASS = 16
 DEFAULT_TARGET_LENGTH = 320
 DEFAULT_MAX_LENGTH = 512
-DEFAULT_MAX_QUERY_TOKENS = 64
+# Cuts no query, claim or hypothesis of the collections in ../shared/data (longest: 100 tokens, a Medline
+# query; benchmarks/query_lengths.py, docs/benchmarks.md); only a budget, short queries cost nothing more.
+DEFAULT_MAX_QUERY_TOKENS = 128
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_MAX_BATCH_TOKENS = 8192
 # On a GPU the per-pass Python and launch work dominates small passes (docs/benchmarks.md, H200): bigger
@@ -63,7 +65,7 @@ class GLiClassReranker:
             None packs up to `max_length`. NLI mode and `classify` read each text once with all its labels.
         max_length: hard cap on a packed sequence's tokens (default: min(512, the backbone's positions)).
         max_query_tokens: the query's budget (listwise: the text; NLI: the hypothesis; `classify`: each
-            label). Longer ones are cut, with a warning logged once. None: 64, or what `max_length` leaves.
+            label). Longer ones are cut, with a warning logged once. None: 128, or what `max_length` leaves.
         max_passage_tokens: each passage's budget; None gives a passage whatever a sequence has room for.
             Cut passages are reported (`RerankResult.truncated`), never silently dropped.
         batch_size: most packed sequences per forward pass (None: 64 on CPU, 256 on CUDA).
@@ -128,7 +130,7 @@ class GLiClassReranker:
                                      cache_bytes=token_cache_bytes)
         self.layout = Layout.from_tokenizer(self.pieces)
         # the query (or a hypothesis) plus one <<LABEL>> marker and one passage token must fit a sequence
-        room = self.max_length - self.layout.overhead - 2
+        room = self.layout.query_room(self.max_length)
         if max_query_tokens is None:
             max_query_tokens = max(1, min(DEFAULT_MAX_QUERY_TOKENS, room))
         self.max_query_tokens = _positive_int("max_query_tokens", max_query_tokens)
@@ -156,7 +158,9 @@ class GLiClassReranker:
     ) -> GLiClassReranker:
         """Load a GLiClass checkpoint from a local folder or a Hugging Face Hub id.
 
-        `options` are the constructor's knobs (`passages_per_pass`, `max_length`, `batch_size`, ...).
+        `options` are the constructor's knobs (`passages_per_pass`, `max_length`, `batch_size`, ...). A model
+        trained by `gliclass-rerank train` carries the layout it was trained with (config.json's `packing`):
+        each of its keys that `options` does not set applies, so it scores as it was trained by default.
         `attn_implementation` is passed to transformers ("sdpa" by default, "flash_attention_2" on GPU
         when flash-attn is installed; backbones without SDPA, like DeBERTa, keep their own attention).
         """
@@ -165,7 +169,15 @@ class GLiClassReranker:
             name_or_path, config=config, attn_implementation=attn_implementation, token=token, revision=revision
         )
         tokenizer = load_tokenizer(name_or_path, token=token, revision=revision)
-        return cls(model, tokenizer, device=device, dtype=dtype, name_or_path=str(name_or_path), **options)
+        stored = {key: value for key, value in config.packing.items() if key not in options}
+        try:
+            return cls(model, tokenizer, device=device, dtype=dtype, name_or_path=str(name_or_path),
+                       **stored, **options)
+        except ValueError as error:
+            if not stored:
+                raise
+            raise ValueError(f"{error} (the checkpoint's config.json sets packing {stored}; pass your own "
+                             "values to override them)") from None
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write the checkpoint in upstream's GLiClass format."""

@@ -51,9 +51,10 @@ from .config import LABEL_TOKEN, SEP_TOKEN, GLiClassConfig
 from .loading import load_model, load_tokenizer, save_pretrained
 from .modeling import GLiClassUniEncoder
 from .packing import Layout, PackingRules, collate
-from .reranker import DEFAULT_TARGET_LENGTH, _positive_int
+from .reranker import DEFAULT_MAX_QUERY_TOKENS, DEFAULT_TARGET_LENGTH, _positive_int
 from .runtime import resolve_device
 from .tokenization import PieceTokenizer
+from .train_guards import DevTracker, dev_score, initial_weights, interpolate_weights, split_dev
 
 logger = logging.getLogger(__name__)
 
@@ -172,12 +173,14 @@ def load_for_training(init: str | os.PathLike, logit_scale: float = 20.0) -> tup
 class TrainExample:
     """One GLiClass text with candidate labels and their 0/1 targets.
 
-    Listwise: text = query, labels = passages. NLI: text = premise, labels = hypotheses.
+    Listwise: text = query, labels = passages. NLI: text = premise, labels = hypotheses. `source` is the
+    index of the `--train` source it came from (for per-source sampling weights, `TrainArgs.train_weights`).
     """
 
     text: str
     labels: list[str]
     targets: list[float]
+    source: int = 0
 
     @property
     def positives(self) -> list[int]:
@@ -310,13 +313,17 @@ class GroupCollator:
     `target_length` do not apply, as at inference).
     """
 
-    def __init__(self, tokenizer, config: GLiClassConfig, max_length: int = 512, max_query_tokens: int = 64,
+    def __init__(self, tokenizer, config: GLiClassConfig, max_length: int = 512,
+                 max_query_tokens: int = DEFAULT_MAX_QUERY_TOKENS,
                  max_passage_tokens: int | None = None, passages_per_pass: int | None = None,
                  target_length: int | None = None, mode: str = "listwise") -> None:
         if mode not in ("listwise", "nli"):
             raise ValueError(f"mode={mode!r}: choose 'listwise' or 'nli'")
         self.pieces = PieceTokenizer(tokenizer, config, max_piece_tokens=max_length)
         self.layout = Layout.from_tokenizer(self.pieces)
+        if max_query_tokens > self.layout.query_room(max_length):  # the reranker would refuse to load the model
+            raise ValueError(f"max_query_tokens={max_query_tokens} leaves no room for a passage in max_length="
+                             f"{max_length} (at most {self.layout.query_room(max_length)})")
         self.rules = PackingRules(self.layout, max_length, max_query_tokens, max_passage_tokens,
                                   passages_per_pass, target_length)
         self.mode = mode
@@ -357,7 +364,7 @@ class TrainArgs:
     negatives: int = 30
     bm25_depth: int = 50
     max_length: int = 512
-    max_query_tokens: int = 64
+    max_query_tokens: int = DEFAULT_MAX_QUERY_TOKENS
     max_passage_tokens: int | None = 128
     batch_size: int = 4
     grad_accum: int = 1
@@ -382,6 +389,13 @@ class TrainArgs:
     resume: bool = False
     max_train_queries: int | None = None
     show_progress: bool = True
+    # Guarding the starting point (see train_guards): a dev split with early stopping, weight interpolation.
+    dev_fraction: float = 0.0  # share of the training examples held out as a dev split (0: none)
+    dev_metric: str = "ndcg@10"
+    eval_every: int | None = None  # steps between dev evaluations (None: 10 evaluations over the run)
+    patience: int | None = None  # stop after this many dev evaluations without a gain (None: never)
+    interpolation: float = 1.0  # saved weights = a * fine-tuned + (1 - a) * initial (1: fine-tuned only)
+    train_weights: list[float] | None = None  # per-source sampling weights, one per `train` source
 
     def __post_init__(self) -> None:
         # Checked up front: a zero budget would otherwise train on empty passages without a word.
@@ -406,9 +420,44 @@ class TrainArgs:
             raise ValueError(f"loss={self.loss!r}: choose 'bce' or 'focal'")
         if self.precision not in ("auto", "fp32", "float32", "bf16", "bfloat16", "fp16", "float16"):
             raise ValueError(f"precision={self.precision!r}: choose auto, fp32, bf16 or fp16")
+        self._check_guards()
         if self.max_query_tokens + 4 > self.max_length:
             raise ValueError(f"max_query_tokens={self.max_query_tokens} leaves no room for a passage in "
                              f"max_length={self.max_length}")
+
+    def _check_guards(self) -> None:
+        """The dev split, early stopping and interpolation knobs (`train_guards`)."""
+        if isinstance(self.dev_fraction, bool) or not 0.0 <= self.dev_fraction < 1.0:
+            raise ValueError(f"dev_fraction={self.dev_fraction!r}: must be in [0, 1)")
+        for name in ("eval_every", "patience"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
+        if isinstance(self.interpolation, bool) or not 0.0 <= self.interpolation <= 1.0:
+            raise ValueError(f"interpolation={self.interpolation!r}: must be in [0, 1]")
+        if self.train_weights is not None:
+            weights = list(self.train_weights)
+            if not weights or any(isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w < math.inf
+                                  for w in weights):
+                raise ValueError(f"train_weights={self.train_weights!r}: give positive finite numbers")
+            if self.train and len(weights) != len(self.train):
+                raise ValueError(f"train_weights={weights}: {len(weights)} weights for {len(self.train)} train sources")
+        if self.dev_fraction or self.patience is not None:
+            from .evaluation.metrics import _measure
+
+            _measure(self.dev_metric)  # a ValueError naming an unknown metric, before any training
+
+
+def trained_packing(args: TrainArgs) -> dict[str, int | None]:
+    """The layout a run trains with, as the `GLiClassReranker` options saved in `config.json`'s `packing`.
+
+    NLI runs read each premise with all its hypotheses: `passages_per_pass` and `target_length` do not apply
+    to them (as at inference), so they are not recorded and listwise calls keep the library's defaults.
+    """
+    packing = {"max_length": args.max_length, "max_query_tokens": args.max_query_tokens,
+               "max_passage_tokens": args.max_passage_tokens}
+    if args.mode == "listwise":
+        packing.update(passages_per_pass=args.passages_per_pass, target_length=args.target_length)
+    return packing
 
 
 def seed_everything(seed: int) -> None:
@@ -495,7 +544,43 @@ def epoch_groups(examples: Sequence[TrainExample], args: TrainArgs, retrieval: b
     """The groups of one epoch, drawn from a RNG seeded by (seed, epoch): a resumed run, or another model
     trained on the same budget (benchmarks), sees exactly the same groups in the same order."""
     rng = random.Random(args.seed * 1_000_003 + epoch)
+    if args.train_weights:
+        return weighted_groups(examples, args.train_weights, args.group_size, rng, args.max_positives, retrieval)
     return make_groups(examples, args.group_size, rng, args.max_positives, retrieval)
+
+
+def weighted_groups(
+    examples: Sequence[TrainExample],
+    weights: Sequence[float],
+    group_size: int,
+    rng: random.Random,
+    max_positives: int = 1,
+    retrieval: bool = True,
+) -> list[tuple[str, list[str], list[float]]]:
+    """One epoch of groups with per-source sampling weights, shuffled.
+
+    The epoch keeps its size (as many groups as `make_groups` draws from all the examples), and source i
+    (`TrainExample.source`) fills a share `weights[i] / sum(weights)` of it: a small source with a large
+    weight is drawn several times per epoch (each pass with fresh negatives and positions), a large one with
+    a small weight is subsampled. Sources without examples are left out of the sum.
+    """
+    by_source: list[list[TrainExample]] = [[] for _ in weights]
+    for example in examples:
+        if not 0 <= example.source < len(weights):
+            raise ValueError(f"an example of source {example.source} but train_weights has {len(weights)} weights")
+        by_source[example.source].append(example)
+    drawn = [make_groups(group, group_size, rng, max_positives, retrieval) for group in by_source]
+    present = [i for i, groups in enumerate(drawn) if groups]
+    size, weight = sum(len(g) for g in drawn), sum(weights[i] for i in present)
+    out = []
+    for i in present:
+        want = max(1, round(size * weights[i] / weight))
+        groups = drawn[i]
+        while len(groups) < want:  # another pass over the source; each pass adds at least one group
+            groups = groups + make_groups(by_source[i], group_size, rng, max_positives, retrieval)
+        out += groups[:want]
+    rng.shuffle(out)
+    return out
 
 
 def micro_batches(examples: Sequence[TrainExample], args: TrainArgs, retrieval: bool = True,
@@ -528,11 +613,19 @@ class Trainer:
 
     def __init__(self, args: TrainArgs, examples: Sequence[TrainExample], retrieval: bool = True,
                  model: GLiClassUniEncoder | None = None, tokenizer=None,
-                 step_callback: Callable[[int, float], None] | None = None) -> None:
+                 step_callback: Callable[[int, float], None] | None = None,
+                 dev_examples: Sequence[TrainExample] | None = None) -> None:
         self.args = args
         self.examples = list(examples)
         if not self.examples:
             raise ValueError("no training examples")
+        # The dev split: given, or carved from the examples (args.dev_fraction), never trained on.
+        if dev_examples is None and args.dev_fraction:
+            self.examples, dev_examples = split_dev(self.examples, args.dev_fraction, args.seed)
+        self.dev_examples = [e for e in dev_examples or [] if e.positives and e.negatives]
+        if (dev_examples or args.patience is not None) and not self.dev_examples:
+            raise ValueError("the dev split has no example with both a positive and a negative label to rank")
+        self.dev = DevTracker(args.dev_metric, args.patience) if self.dev_examples else None
         self.retrieval = retrieval
         seed_everything(args.seed)
         if model is None:
@@ -540,6 +633,8 @@ class Trainer:
         self.model, self.tokenizer = model, tokenizer
         self.device = resolve_device(args.device)
         self.model.to(self.device).train()
+        # The weights interpolation starts from (before any resumed state is loaded into the model).
+        self.initial = initial_weights(self.model) if args.interpolation != 1.0 else None
         # NLI: the GLiClass text is the premise (a passage), the labels are hypotheses (query-sized).
         self.collator = GroupCollator(tokenizer, model.config, args.max_length, args.max_query_tokens,
                                       args.max_passage_tokens, args.passages_per_pass, args.target_length,
@@ -593,6 +688,8 @@ class Trainer:
         bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not args.show_progress)
         batches = self.micro_batches(step)
         started = time.perf_counter()
+        eval_every = (self.args.eval_every or max(1, math.ceil(total / 10))) if self.dev else None
+        stopped_early = False
         ema = None
         self.model.train()
         while step < total:
@@ -617,10 +714,20 @@ class Trainer:
             bar.update(1)
             if self.step_callback is not None:
                 self.step_callback(step, step_loss)
+            if eval_every and (step % eval_every == 0 or step == total):
+                stopped_early = self._evaluate_dev(step, out) and step < total
             if args.save_every and step % args.save_every == 0 and step < total:
                 self._save_state(out / f"checkpoint-{step}", step, optimizer, scheduler, scaler)
+            if stopped_early:
+                logger.info("early stop at step %d: no %s gain on the dev split since step %d", step,
+                            self.dev.metric, self.dev.best_step)
+                break
         bar.close()
         self.model.eval()
+        if self.dev is not None and self.dev.best_step is not None:
+            self.dev.restore_best(self.model, self.bias, out)  # the best dev checkpoint is the one saved
+        if self.initial is not None:
+            interpolate_weights(self.model, self.initial, args.interpolation, self.bias)
         self.save_model(out)
         summary = {
             "steps": step, "seconds": round(time.perf_counter() - started, 1),
@@ -629,9 +736,26 @@ class Trainer:
             "logit_scale": float(self.model.logit_scale.detach()), "train_bias": float(self.bias.detach()) if self.bias is not None else None,
             "logit_bias": self.saved_logit_bias(), "examples": len(self.examples),
         }
+        if self.dev is not None:
+            summary["dev"] = self.dev.summary(stopped_early, len(self.dev_examples))
+        summary["interpolation"] = args.interpolation
         (out / "train_summary.json").write_text(json.dumps({"summary": summary, "history": self.history}, indent=1),
                                                 encoding="utf-8")
         return summary
+
+    def dev_score(self) -> float:
+        """The model's `dev_metric` on the dev split now (see `train_guards.dev_score`)."""
+        return dev_score(self.model, self.collator, self.dev_examples, self.dev.metric, self.device,
+                         self.args.batch_size)
+
+    def _evaluate_dev(self, step: int, out: Path) -> bool:
+        """Score the dev split; keep the model when it is the best so far. True when training should stop."""
+        score = self.dev_score()
+        if self.dev.record(step, score, float(self.bias.detach()) if self.bias is not None else None):
+            self.dev.save_best(self.save_model, out)
+        logger.info("step %d: dev %s %.4f (best %.4f at step %s)", step, self.dev.metric, score,
+                    self.dev.best_score, self.dev.best_step)
+        return self.dev.should_stop
 
     def saved_logit_bias(self) -> float:
         """The `logit_bias` a saved model gets: the model's own (0.0 unless it started from a checkpoint with
@@ -642,9 +766,11 @@ class Trainer:
     def save_model(self, folder: str | os.PathLike) -> Path:
         """Save the model (upstream's format) with the learned bias folded into `config.json`'s `logit_bias`.
 
-        The model in memory keeps its own config: training goes on with model logits + `self.bias`.
+        The model in memory keeps its own config: training goes on with model logits + `self.bias`. The
+        layout it trains with goes into `config.json`'s `packing` (`trained_packing`), so that loading the
+        folder scores with it.
         """
-        config = replace(self.model.config, logit_bias=self.saved_logit_bias())
+        config = replace(self.model.config, logit_bias=self.saved_logit_bias(), packing=trained_packing(self.args))
         return save_pretrained(self.model, self.tokenizer, folder, config=config)
 
     def _init_bias(self) -> None:
@@ -677,6 +803,7 @@ class Trainer:
             "base_logit_bias": float(self.model.config.logit_bias),
             "rng": {"python": random.getstate(), "numpy": _numpy_rng_state(), "torch": torch.get_rng_state()},
             "history": self.history,
+            "dev": self.dev.state() if self.dev is not None else None,
         }
         torch.save(state, folder / TRAINING_STATE)
         old = sorted(folder.parent.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
@@ -712,6 +839,8 @@ class Trainer:
         _set_numpy_rng_state(state["rng"]["numpy"])
         torch.set_rng_state(state["rng"]["torch"])
         self.history = list(state.get("history") or [])
+        if self.dev is not None and state.get("dev"):
+            self.dev.load(state["dev"])
         return int(state["step"])
 
 
@@ -731,10 +860,10 @@ def load_examples(args: TrainArgs) -> tuple[list[TrainExample], bool]:
     """The examples of every `args.train` source, and whether they are retrieval data (hard-negative groups)."""
     examples: list[TrainExample] = []
     retrieval = True
-    for source in args.train:
+    for index, source in enumerate(args.train):
         if Path(source).is_dir():
-            examples += examples_from_beir(source, args.split, args.negatives, args.bm25_depth,
-                                           args.max_train_queries, show_progress=args.show_progress)
+            loaded = examples_from_beir(source, args.split, args.negatives, args.bm25_depth,
+                                        args.max_train_queries, show_progress=args.show_progress)
         else:
             loaded = examples_from_jsonl(source, args.mode)
             from .evaluation.data import read_jsonl
@@ -742,7 +871,10 @@ def load_examples(args: TrainArgs) -> tuple[list[TrainExample], bool]:
             first = next(iter(read_jsonl(source)), {})
             if "query" not in first:
                 retrieval = False  # classification / NLI: every label of every example, in groups
-            examples += loaded[: args.max_train_queries] if args.max_train_queries else loaded
+            loaded = loaded[: args.max_train_queries] if args.max_train_queries else loaded
+        for example in loaded:
+            example.source = index  # for per-source sampling weights
+        examples += loaded
     return examples, retrieval
 
 
@@ -761,6 +893,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="BEIR folder (qrels split --split, BM25 hard negatives) or JSONL: {query, positives, "
                         "negatives}, {text, all_labels, true_labels} or {premise, hypothesis, label} (repeatable)")
     parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--train-weights", type=_weight_list, default=None, metavar="W1,W2,...",
+                        help="per-source sampling weights, one per --train in order: source i fills a share "
+                        "Wi / sum(W) of each epoch's groups (default: every example alike)")
     parser.add_argument("--split", default=d.split)
     parser.add_argument("--mode", choices=("listwise", "nli"), default=d.mode)
     parser.add_argument("--passages-per-pass", type=int, default=d.passages_per_pass,
@@ -798,6 +933,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output-dir")
     parser.add_argument("--max-train-queries", type=int, default=None)
     parser.add_argument("--quiet", action="store_true")
+    guards = parser.add_argument_group("guarding the starting point")
+    guards.add_argument("--dev-fraction", type=float, default=d.dev_fraction,
+                        help="share of the training queries held out as a dev split, never trained on; the saved "
+                        "model is the best one by --dev-metric on it (default 0: no dev split)")
+    guards.add_argument("--dev-metric", default=d.dev_metric, help="ranking metric of the dev split (default ndcg@10)")
+    guards.add_argument("--eval-every", type=int, default=None,
+                        help="steps between dev evaluations (default: 10 evaluations over the run)")
+    guards.add_argument("--patience", type=int, default=None,
+                        help="stop after this many dev evaluations without a gain (default: train to the end)")
+    guards.add_argument("--interpolation", type=float, default=d.interpolation,
+                        help="saved weights = A * fine-tuned + (1 - A) * initial, applied after training (WiSE-FT); "
+                        "1 keeps the fine-tuned model, 0 gives back the initial one (default 1)")
+
+
+def _weight_list(text: str) -> list[float]:
+    """`--train-weights 1,2.5` -> [1.0, 2.5]."""
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated numbers, e.g. 1,2") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -815,6 +970,8 @@ def run(args: argparse.Namespace) -> int:
         focal_gamma=args.focal_gamma, train_bias=not args.no_train_bias, logit_scale=args.logit_scale,
         precision=args.precision, device=args.device, seed=args.seed, save_every=args.save_every,
         resume=args.resume, max_train_queries=args.max_train_queries, show_progress=not args.quiet,
+        dev_fraction=args.dev_fraction, dev_metric=args.dev_metric, eval_every=args.eval_every,
+        patience=args.patience, interpolation=args.interpolation, train_weights=args.train_weights,
     )
     summary = train(train_args)
     print(json.dumps(summary))

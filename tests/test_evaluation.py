@@ -39,18 +39,22 @@ QUERIES = {"q1": "which team won the football championship", "q2": "central bank
 QRELS = [("q1", "d1", 1), ("q2", "d3", 2), ("q3", "d4", 1), ("q3", "d6", 0)]
 
 
-@pytest.fixture()
-def beir_dir(tmp_path):
-    folder = tmp_path / "beir"
+def write_beir(folder: Path, queries=QUERIES, qrels=QRELS, docs=DOCS) -> Path:
+    """A toy BEIR folder (corpus, queries, qrels/test.tsv) at `folder`."""
     (folder / "qrels").mkdir(parents=True)
     with open(folder / "corpus.jsonl", "w") as f:
-        f.writelines(json.dumps({"_id": doc_id, "title": title, "text": text}) + "\n" for doc_id, (title, text) in DOCS.items())
+        f.writelines(json.dumps({"_id": doc_id, "title": title, "text": text}) + "\n" for doc_id, (title, text) in docs.items())
     with open(folder / "queries.jsonl", "w") as f:
-        f.writelines(json.dumps({"_id": qid, "text": text}) + "\n" for qid, text in QUERIES.items())
+        f.writelines(json.dumps({"_id": qid, "text": text}) + "\n" for qid, text in queries.items())
     with open(folder / "qrels" / "test.tsv", "w") as f:
         f.write("query-id\tcorpus-id\tscore\n")
-        f.writelines(f"{q}\t{d}\t{s}\n" for q, d, s in QRELS)
+        f.writelines(f"{q}\t{d}\t{s}\n" for q, d, s in qrels)
     return folder
+
+
+@pytest.fixture()
+def beir_dir(tmp_path):
+    return write_beir(tmp_path / "beir")
 
 
 @pytest.fixture()

@@ -88,5 +88,18 @@ def test_proof_script_runs_every_stage(tmp_path):
         for value in system["metrics"].values():
             assert 0.0 <= value <= 1.0 and not math.isnan(value), (name, system)
     assert set(stages["trecqa_dev"]["systems"]) >= {"gliclass-trecqa", "gliclass-untrained", "minilm-cosine"}
+    # out of domain: every baseline beside the fine-tuned model, at the transfer depth (100 by default)
+    for name in ("cranfield", "medline"):
+        assert stages[name]["depth"] == 100
+        assert set(stages[name]["systems"]) == {"bm25", "minilm-cosine", "gliclass-untrained", "gliclass-scifact"}
+    table = proof["domain_table"]
+    assert table["columns"] == ["scifact", "cranfield", "medline", "mean"]
+    assert table["depths"] == {"scifact": 5, "cranfield": 100, "medline": 100}
+    row = table["rows"]["gliclass-scifact"]
+    assert row["cranfield"] == stages["cranfield"]["systems"]["gliclass-scifact"]["metrics"]["ndcg@10"]
+    assert row["mean"] == pytest.approx((row["scifact"] + row["cranfield"] + row["medline"]) / 3)
+    assert table["rows"]["cross-encoder-same-budget"]["mean"] is None  # scored on SciFact only
+    assert "| system (ndcg@10) | scifact | cranfield | medline | mean |" in (out / "proof.md").read_text()
+    assert (out / "domain_table.md").is_file()
     assert (out / "scifact_ndcg10.png").stat().st_size > 0
     assert "## trecqa_dev" in (out / "proof.md").read_text()

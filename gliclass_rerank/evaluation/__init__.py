@@ -4,7 +4,8 @@
     >>> data = load_dataset("../shared/data/beir_scifact", split="test")
     >>> report = evaluate_systems(data, bm25_run(data), [GLiClassScorer("my-model")], out_dir="out/")
 
-`gliclass-rerank eval` is the command-line front end (`add_arguments` / `run`). Needs the `eval` extra
+`gliclass-rerank eval` is the command-line front end (`add_arguments` / `run`); given several collections it
+evaluates the same systems on each and prints one table (`tables`: systems x collections and their mean). Needs the `eval` extra
 (bm25s, ir-measures, pytrec-eval-terrier, matplotlib, sentence-transformers).
 """
 
@@ -38,6 +39,7 @@ from .rerankers import (
     parse_system_spec,
     score_all,
 )
+from .tables import collection_table, default_first_stage, evaluate_collections, format_table, write_table
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -50,9 +52,13 @@ __all__ = [
     "binary_metrics",
     "bm25_run",
     "build_reranker",
+    "collection_table",
+    "default_first_stage",
+    "evaluate_collections",
     "evaluate_nli",
     "evaluate_run",
     "evaluate_systems",
+    "format_table",
     "load_beir",
     "load_candidates",
     "load_dataset",
@@ -67,14 +73,18 @@ __all__ = [
     "top_k_run",
     "write_report",
     "write_run",
+    "write_table",
 ]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `gliclass-rerank eval`."""
-    parser.add_argument("data", help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv), "
+    parser.add_argument("data", nargs="+", metavar="DATA[@NAME]",
+                        help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv), "
                         "candidate-list JSONL ({qid, query, candidates: [{text, label}]}) or, with --mode nli, "
-                        "an NLI JSONL ({premise, hypothesis, label})")
+                        "an NLI JSONL ({premise, hypothesis, label}). Several collections: the same systems on "
+                        "each, reports in --out/<name>/ and one table (systems x collections and their mean); "
+                        "@NAME names a collection (default: its folder or file name)")
     parser.add_argument("--split", default="test", help="qrels split of a BEIR folder (default: test)")
     parser.add_argument("--model", action="append", default=[], help="GLiClass checkpoint to evaluate (repeatable)")
     parser.add_argument("--mode", choices=("listwise", "nli", "both"), default="listwise",
@@ -88,6 +98,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=100, help="candidates reranked per query (default 100)")
     parser.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N queries")
     parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), help="default: %(default)s")
+    parser.add_argument("--table-metric", default=None,
+                        help="the metric of the several-collections table (default: the first of --metrics)")
     parser.add_argument("--out", default="eval-out", help="output folder (report.json, per_query.tsv, runs/, chart.png)")
     parser.add_argument("--bm25-k1", type=float, default=1.5)
     parser.add_argument("--bm25-b", type=float, default=0.75)
@@ -119,10 +131,16 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     show = not args.quiet
     out = Path(args.out)
-    if args.mode == "nli" and not Path(args.data).is_dir() and _looks_like_nli(args.data):
+    specs = [_collection_spec(spec) for spec in args.data]
+    nli_files = [path for path, _ in specs if args.mode == "nli" and not Path(path).is_dir() and _looks_like_nli(path)]
+    if nli_files and len(specs) > 1:
+        raise SystemExit(f"{nli_files[0]}: NLI files are evaluated one per call (entailment metrics, not rankings)")
+    if len(specs) > 1:
+        return _run_collections(args, specs, show)
+    if nli_files:
         from ..reranker import GLiClassReranker
 
-        pairs = load_nli_pairs(args.data)
+        pairs = load_nli_pairs(nli_files[0])
         if args.max_queries:
             pairs = pairs[: args.max_queries]
         # Entailment scoring is GLiClass-only: --model paths and gliclass / gliclass-nli --system specs.
@@ -154,27 +172,58 @@ def run(args: argparse.Namespace) -> int:
         (out / "nli_report.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
         return 0
 
-    data = load_dataset(args.data, split=args.split).subset(args.max_queries)
+    path, collection = specs[0]
+    data = load_dataset(path, split=args.split, name=collection).subset(args.max_queries)
     if args.run:
         first_stage, name = read_run(args.run), Path(args.run).stem
-    elif data.candidates is not None:
-        # BM25 within each query's candidate list (the file's own order lists positives first).
-        first_stage = bm25_run(data, k1=args.bm25_k1, b=args.bm25_b, stemmer=args.bm25_stemmer,
-                               show_progress=show, candidates={q: list(d) for q, d in data.candidates.items()})
-        name = "bm25"
     else:
-        first_stage = bm25_run(data, top_k=max(args.top_k, 100), k1=args.bm25_k1, b=args.bm25_b,
-                               stemmer=args.bm25_stemmer, show_progress=show)
-        name = "bm25"
+        first_stage, name = default_first_stage(data, args.top_k, show_progress=show, **_bm25_options(args)), "bm25"
     report = evaluate_systems(data, first_stage, _systems(args), depth=args.top_k, metrics=args.metrics,
                               first_stage_name=name, out_dir=out, show_progress=show)
-    width = max(len(n) for n in report["systems"])
-    print(f"{'system':<{width}}  " + "  ".join(f"{m:>10}" for m in args.metrics) + "  seconds")
-    for sys_name, s in report["systems"].items():
-        print(f"{sys_name:<{width}}  " + "  ".join(f"{s['metrics'][m]:>10.4f}" for m in args.metrics)
-              + f"  {s['seconds']:>7}")
+    _print_summary(report, args.metrics)
     print(f"reports in {out}/")
     return 0
+
+
+def _run_collections(args: argparse.Namespace, specs: list[tuple[str, str | None]], show: bool) -> int:
+    """`gliclass-rerank eval A B ...`: the same systems (loaded once) on each collection, then one table."""
+    if args.run:
+        raise SystemExit("--run is one first stage for one collection: give one collection with it")
+    metric = args.table_metric or args.metrics[0]
+    if metric not in args.metrics:
+        raise SystemExit(f"--table-metric {metric!r} is not one of --metrics {args.metrics}")
+    collections = [load_dataset(path, split=args.split, name=name).subset(args.max_queries) for path, name in specs]
+    out_dir = Path(args.out)
+    reports = evaluate_collections(collections, _systems(args), depth=args.top_k, metrics=args.metrics,
+                                   out_dir=out_dir, show_progress=show, **_bm25_options(args))
+    for name, report in reports.items():
+        print(f"\n{name} ({report['judged_queries']} queries, top {report['depth']})")
+        _print_summary(report, args.metrics)
+    table = collection_table(reports, metric)
+    print()
+    print(format_table(table))
+    print(f"reports in {out_dir}/<collection>/, the table in {write_table(table, out_dir)}")
+    return 0
+
+
+def _collection_spec(spec: str) -> tuple[str, str | None]:
+    """(path, name or None) from `PATH[@NAME]`; a path that exists as given is never split at "@"."""
+    path, sep, name = spec.rpartition("@")
+    if not sep or Path(spec).exists() or not path:
+        return spec, None
+    return path, name or None
+
+
+def _bm25_options(args: argparse.Namespace) -> dict:
+    return {"k1": args.bm25_k1, "b": args.bm25_b, "stemmer": args.bm25_stemmer}
+
+
+def _print_summary(report: dict, metrics) -> None:
+    width = max(len(n) for n in report["systems"])
+    print(f"{'system':<{width}}  " + "  ".join(f"{m:>10}" for m in metrics) + "  seconds")
+    for sys_name, s in report["systems"].items():
+        print(f"{sys_name:<{width}}  " + "  ".join(f"{s['metrics'][m]:>10.4f}" for m in metrics)
+              + f"  {s['seconds']:>7}")
 
 
 def _looks_like_nli(path: str) -> bool:
