@@ -17,7 +17,7 @@ from typing import Sequence
 _OPTIONAL_COMMANDS = {
     "init": ("gliclass_rerank.from_encoder", "build a calibrated GLiClass reranker from a plain sentence encoder"),
     "eval": ("gliclass_rerank.evaluation", "measure ranking quality on BEIR / TrecQA data"),
-    "train": ("gliclass_rerank.training", "fine-tune a GLiClass reranker"),
+    "train": ("gliclass_rerank.training_args", "fine-tune a GLiClass reranker"),
     "serve": ("gliclass_rerank.server.cli", "serve Cohere- and TEI-compatible rerank endpoints"),
 }
 

@@ -30,19 +30,17 @@ logger = logging.getLogger(__name__)
 Mode = Literal["listwise", "nli"]
 MODES = ("listwise", "nli")
 
-# Defaults chosen by benchmarks/speed.py (see docs/benchmarks.md).
-DEFAULT_PASSAGES_PER_PASS = 16
-DEFAULT_TARGET_LENGTH = 320
-DEFAULT_MAX_LENGTH = 512
-# Cuts no query, claim or hypothesis of the collections in ../shared/data (longest: 100 tokens, a Medline
-# query; benchmarks/query_lengths.py, docs/benchmarks.md); only a budget, short queries cost nothing more.
-DEFAULT_MAX_QUERY_TOKENS = 128
-DEFAULT_BATCH_SIZE = 64
-DEFAULT_MAX_BATCH_TOKENS = 8192
-# On a GPU the per-pass Python and launch work dominates small passes (docs/benchmarks.md, H200): bigger
-# passes ran W1 at 1.47x and W4 at 1.17x the CPU-sized ones, same scores.
-GPU_BATCH_SIZE = 256
-GPU_MAX_BATCH_TOKENS = 65536
+from .defaults import (  # noqa: E402,F401  (re-exported: the knobs' defaults live in one light module)
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_BATCH_TOKENS,
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_MAX_QUERY_TOKENS,
+    DEFAULT_PASSAGES_PER_PASS,
+    DEFAULT_TARGET_LENGTH,
+    GPU_BATCH_SIZE,
+    GPU_MAX_BATCH_TOKENS,
+)
+from .defaults import positive_int as _positive_int  # noqa: E402
 
 
 class GLiClassReranker:
@@ -448,12 +446,6 @@ def batch_defaults(
     if max_batch_tokens == "auto":
         max_batch_tokens = GPU_MAX_BATCH_TOKENS if on_gpu else DEFAULT_MAX_BATCH_TOKENS
     return batch_size, max_batch_tokens
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r}: must be an integer >= 1")
-    return value
 
 
 def _check_top_n(top_n: Any) -> None:

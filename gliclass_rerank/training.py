@@ -31,7 +31,6 @@ with it (the loss sees it too); the trainer learns a further bias on top and sav
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -40,7 +39,7 @@ import pickle
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +50,8 @@ from .config import LABEL_TOKEN, SEP_TOKEN, GLiClassConfig
 from .loading import load_model, load_tokenizer, save_pretrained
 from .modeling import GLiClassUniEncoder
 from .packing import Layout, PackingRules, collate
-from .reranker import DEFAULT_MAX_QUERY_TOKENS, DEFAULT_TARGET_LENGTH, _positive_int
+from .defaults import DEFAULT_MAX_QUERY_TOKENS
+from .training_args import TrainArgs
 from .runtime import resolve_device
 from .tokenization import PieceTokenizer
 from .train_guards import DevTracker, dev_score, initial_weights, interpolate_weights, split_dev
@@ -348,105 +348,6 @@ class GroupCollator:
 
 
 # ---------------------------------------------------------------------------------------------- training
-@dataclass
-class TrainArgs:
-    """Every knob of a training run (saved as `train_args.json` next to the model)."""
-
-    init: str
-    output_dir: str
-    train: list[str] = field(default_factory=list)
-    split: str = "train"
-    mode: str = "listwise"
-    passages_per_pass: int = 4
-    target_length: int | None = DEFAULT_TARGET_LENGTH  # listwise only, as at inference; None packs to max_length
-    group_size: int = 4
-    max_positives: int = 1
-    negatives: int = 30
-    bm25_depth: int = 50
-    max_length: int = 512
-    max_query_tokens: int = DEFAULT_MAX_QUERY_TOKENS
-    max_passage_tokens: int | None = 128
-    batch_size: int = 4
-    grad_accum: int = 1
-    epochs: float = 1.0
-    max_steps: int | None = None
-    encoder_lr: float = 3e-5
-    head_lr: float = 1e-4
-    scale_lr: float = 1e-2
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    loss: str = "bce"
-    focal_alpha: float = 0.5
-    focal_gamma: float = 2.0
-    train_bias: bool = True
-    logit_scale: float = 20.0
-    precision: str = "auto"
-    device: str = "auto"
-    seed: int = 0
-    save_every: int | None = None
-    keep_checkpoints: int = 2
-    resume: bool = False
-    max_train_queries: int | None = None
-    show_progress: bool = True
-    # Guarding the starting point (see train_guards): a dev split with early stopping, weight interpolation.
-    dev_fraction: float = 0.0  # share of the training examples held out as a dev split (0: none)
-    dev_metric: str = "ndcg@10"
-    eval_every: int | None = None  # steps between dev evaluations (None: 10 evaluations over the run)
-    patience: int | None = None  # stop after this many dev evaluations without a gain (None: never)
-    interpolation: float = 1.0  # saved weights = a * fine-tuned + (1 - a) * initial (1: fine-tuned only)
-    train_weights: list[float] | None = None  # per-source sampling weights, one per `train` source
-
-    def __post_init__(self) -> None:
-        # Checked up front: a zero budget would otherwise train on empty passages without a word.
-        for name in ("passages_per_pass", "group_size", "max_positives", "max_length", "max_query_tokens",
-                     "batch_size", "grad_accum", "keep_checkpoints"):
-            _positive_int(name, getattr(self, name))
-        for name in ("target_length", "max_passage_tokens", "max_steps", "save_every", "max_train_queries"):
-            if getattr(self, name) is not None:
-                _positive_int(name, getattr(self, name))
-        for name in ("negatives", "bm25_depth"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name}={value!r}: must be an integer >= 0")
-        for name in ("epochs", "encoder_lr", "head_lr", "logit_scale"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}={getattr(self, name)!r}: must be > 0")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"warmup_ratio={self.warmup_ratio!r}: must be in [0, 1)")
-        if self.mode not in ("listwise", "nli"):
-            raise ValueError(f"mode={self.mode!r}: choose 'listwise' or 'nli'")
-        if self.loss not in ("bce", "focal"):
-            raise ValueError(f"loss={self.loss!r}: choose 'bce' or 'focal'")
-        if self.precision not in ("auto", "fp32", "float32", "bf16", "bfloat16", "fp16", "float16"):
-            raise ValueError(f"precision={self.precision!r}: choose auto, fp32, bf16 or fp16")
-        self._check_guards()
-        if self.max_query_tokens + 4 > self.max_length:
-            raise ValueError(f"max_query_tokens={self.max_query_tokens} leaves no room for a passage in "
-                             f"max_length={self.max_length}")
-
-    def _check_guards(self) -> None:
-        """The dev split, early stopping and interpolation knobs (`train_guards`)."""
-        if isinstance(self.dev_fraction, bool) or not 0.0 <= self.dev_fraction < 1.0:
-            raise ValueError(f"dev_fraction={self.dev_fraction!r}: must be in [0, 1)")
-        for name in ("eval_every", "patience"):
-            if getattr(self, name) is not None:
-                _positive_int(name, getattr(self, name))
-        if isinstance(self.interpolation, bool) or not 0.0 <= self.interpolation <= 1.0:
-            raise ValueError(f"interpolation={self.interpolation!r}: must be in [0, 1]")
-        if self.train_weights is not None:
-            weights = list(self.train_weights)
-            if not weights or any(isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w < math.inf
-                                  for w in weights):
-                raise ValueError(f"train_weights={self.train_weights!r}: give positive finite numbers")
-            if self.train and len(weights) != len(self.train):
-                raise ValueError(f"train_weights={weights}: {len(weights)} weights for {len(self.train)} train sources")
-        if self.dev_fraction or self.patience is not None:
-            from .evaluation.metrics import _measure
-
-            _measure(self.dev_metric)  # a ValueError naming an unknown metric, before any training
-
-
 def trained_packing(args: TrainArgs) -> dict[str, int | None]:
     """The layout a run trains with, as the `GLiClassReranker` options saved in `config.json`'s `packing`.
 
@@ -882,97 +783,3 @@ def train(args: TrainArgs, step_callback: Callable[[int, float], None] | None = 
     """Load the data, build or load the model, train, save to `args.output_dir`; returns the summary."""
     examples, retrieval = load_examples(args)
     return Trainer(args, examples, retrieval=retrieval, step_callback=step_callback).run()
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `gliclass-rerank train`."""
-    d = TrainArgs(init="", output_dir="")
-    parser.add_argument("--init", required=True, help="GLiClass checkpoint, or a plain encoder folder to start from")
-    parser.add_argument("--train", action="append", required=True,
-                        help="BEIR folder (qrels split --split, BM25 hard negatives) or JSONL: {query, positives, "
-                        "negatives}, {text, all_labels, true_labels} or {premise, hypothesis, label} (repeatable)")
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--train-weights", type=_weight_list, default=None, metavar="W1,W2,...",
-                        help="per-source sampling weights, one per --train in order: source i fills a share "
-                        "Wi / sum(W) of each epoch's groups (default: every example alike)")
-    parser.add_argument("--split", default=d.split)
-    parser.add_argument("--mode", choices=("listwise", "nli"), default=d.mode)
-    parser.add_argument("--passages-per-pass", type=int, default=d.passages_per_pass,
-                        help="labels packed per sequence (as at inference)")
-    parser.add_argument("--target-length", type=int, default=d.target_length,
-                        help="listwise packing target in tokens, as at inference (0: pack up to --max-length)")
-    parser.add_argument("--group-size", type=int, default=d.group_size,
-                        help="labels drawn per text per step (positives + negatives)")
-    parser.add_argument("--max-positives", type=int, default=d.max_positives, help="positives per group (retrieval)")
-    parser.add_argument("--negatives", type=int, default=d.negatives, help="hard negatives kept per query (BEIR)")
-    parser.add_argument("--bm25-depth", type=int, default=d.bm25_depth)
-    parser.add_argument("--max-length", type=int, default=d.max_length)
-    parser.add_argument("--max-query-tokens", type=int, default=d.max_query_tokens)
-    parser.add_argument("--max-passage-tokens", type=int, default=d.max_passage_tokens)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="groups per micro-batch")
-    parser.add_argument("--grad-accum", type=int, default=d.grad_accum)
-    parser.add_argument("--epochs", type=float, default=d.epochs)
-    parser.add_argument("--max-steps", type=int, default=None)
-    parser.add_argument("--encoder-lr", type=float, default=d.encoder_lr)
-    parser.add_argument("--head-lr", type=float, default=d.head_lr)
-    parser.add_argument("--scale-lr", type=float, default=d.scale_lr)
-    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    parser.add_argument("--warmup-ratio", type=float, default=d.warmup_ratio)
-    parser.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm)
-    parser.add_argument("--loss", choices=("bce", "focal"), default=d.loss)
-    parser.add_argument("--focal-alpha", type=float, default=d.focal_alpha)
-    parser.add_argument("--focal-gamma", type=float, default=d.focal_gamma)
-    parser.add_argument("--no-train-bias", action="store_true",
-                        help="no learned logit bias (else it is saved as config.json's logit_bias)")
-    parser.add_argument("--logit-scale", type=float, default=d.logit_scale, help="initial scale (new models)")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=d.precision)
-    parser.add_argument("--device", default=d.device)
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output-dir")
-    parser.add_argument("--max-train-queries", type=int, default=None)
-    parser.add_argument("--quiet", action="store_true")
-    guards = parser.add_argument_group("guarding the starting point")
-    guards.add_argument("--dev-fraction", type=float, default=d.dev_fraction,
-                        help="share of the training queries held out as a dev split, never trained on; the saved "
-                        "model is the best one by --dev-metric on it (default 0: no dev split)")
-    guards.add_argument("--dev-metric", default=d.dev_metric, help="ranking metric of the dev split (default ndcg@10)")
-    guards.add_argument("--eval-every", type=int, default=None,
-                        help="steps between dev evaluations (default: 10 evaluations over the run)")
-    guards.add_argument("--patience", type=int, default=None,
-                        help="stop after this many dev evaluations without a gain (default: train to the end)")
-    guards.add_argument("--interpolation", type=float, default=d.interpolation,
-                        help="saved weights = A * fine-tuned + (1 - A) * initial, applied after training (WiSE-FT); "
-                        "1 keeps the fine-tuned model, 0 gives back the initial one (default 1)")
-
-
-def _weight_list(text: str) -> list[float]:
-    """`--train-weights 1,2.5` -> [1.0, 2.5]."""
-    try:
-        return [float(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated numbers, e.g. 1,2") from None
-
-
-def run(args: argparse.Namespace) -> int:
-    """`gliclass-rerank train`."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    train_args = TrainArgs(
-        init=args.init, output_dir=args.output_dir, train=list(args.train), split=args.split, mode=args.mode,
-        passages_per_pass=args.passages_per_pass, target_length=args.target_length or None,
-        group_size=args.group_size, max_positives=args.max_positives, negatives=args.negatives,
-        bm25_depth=args.bm25_depth, max_length=args.max_length, max_query_tokens=args.max_query_tokens,
-        max_passage_tokens=args.max_passage_tokens, batch_size=args.batch_size, grad_accum=args.grad_accum,
-        epochs=args.epochs, max_steps=args.max_steps, encoder_lr=args.encoder_lr, head_lr=args.head_lr,
-        scale_lr=args.scale_lr, weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
-        max_grad_norm=args.max_grad_norm, loss=args.loss, focal_alpha=args.focal_alpha,
-        focal_gamma=args.focal_gamma, train_bias=not args.no_train_bias, logit_scale=args.logit_scale,
-        precision=args.precision, device=args.device, seed=args.seed, save_every=args.save_every,
-        resume=args.resume, max_train_queries=args.max_train_queries, show_progress=not args.quiet,
-        dev_fraction=args.dev_fraction, dev_metric=args.dev_metric, eval_every=args.eval_every,
-        patience=args.patience, interpolation=args.interpolation, train_weights=args.train_weights,
-    )
-    summary = train(train_args)
-    print(json.dumps(summary))
-    return 0
