@@ -35,6 +35,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -701,7 +702,7 @@ class Trainer:
             # a resumed run restores both exactly.
             "bias": self.bias.detach().cpu() if self.bias is not None else None,
             "base_logit_bias": float(self.model.config.logit_bias),
-            "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+            "rng": {"python": random.getstate(), "numpy": _numpy_rng_state(), "torch": torch.get_rng_state()},
             "history": self.history,
             "dev": self.dev.state() if self.dev is not None else None,
         }
@@ -717,7 +718,14 @@ class Trainer:
 
         self.model.load_state_dict(load_state_dict(folder), strict=True)
         self.model.to(self.device).train()
-        state = torch.load(folder / TRAINING_STATE, map_location="cpu", weights_only=False)
+        # weights_only: tensors and plain containers only, so a resume folder from elsewhere cannot run code
+        try:
+            state = torch.load(folder / TRAINING_STATE, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise ValueError(
+                f"{folder / TRAINING_STATE}: holds objects other than tensors and plain values, which are not "
+                f"loaded (they could run code); resume only from checkpoints this trainer wrote ({exc})"
+            ) from None
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if scaler and state.get("scaler"):
@@ -729,12 +737,24 @@ class Trainer:
             # Not the checkpoint's config.json value: that one already includes the learned bias.
             self.model.config.logit_bias = float(state["base_logit_bias"])
         random.setstate(state["rng"]["python"])
-        np.random.set_state(state["rng"]["numpy"])
+        _set_numpy_rng_state(state["rng"]["numpy"])
         torch.set_rng_state(state["rng"]["torch"])
         self.history = list(state.get("history") or [])
         if self.dev is not None and state.get("dev"):
             self.dev.load(state["dev"])
         return int(state["step"])
+
+
+def _numpy_rng_state() -> dict:
+    """NumPy's global RNG state as tensors and numbers (what `torch.load(weights_only=True)` reads back)."""
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    return {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}
+
+
+def _set_numpy_rng_state(state: dict) -> None:
+    keys = state["keys"].numpy().astype(np.uint32)
+    np.random.set_state((state["kind"], keys, state["pos"], state["has_gauss"], state["cached_gaussian"]))
 
 
 def load_examples(args: TrainArgs) -> tuple[list[TrainExample], bool]:

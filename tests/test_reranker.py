@@ -346,13 +346,13 @@ def test_ten_thousand_passages(reranker):
 
 def test_token_ids_are_cached(reranker, monkeypatch):
     calls = []
-    original = reranker.pieces._ids
+    original = reranker.pieces._encodings
 
     def counting(strings):
         calls.append(len(strings))
         return original(strings)
 
-    monkeypatch.setattr(reranker.pieces, "_ids", counting)
+    monkeypatch.setattr(reranker.pieces, "_encodings", counting)
     fresh = [f"never seen before {i}" for i in range(4)]
     reranker.score("a brand new query", fresh)
     reranker.score("a brand new query", fresh)

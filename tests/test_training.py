@@ -361,9 +361,35 @@ def test_resume_continues_exactly(plain_encoder, tmp_path):
     # The checkpoint's and the final models' config.json hold the bias learned so far (the encoder had none).
     saved = [json.loads((tmp_path / run / "config.json").read_text())["logit_bias"] for run in ("a", "b")]
     assert saved[0] == pytest.approx(float(full.bias.detach())) and saved[1] == pytest.approx(saved[0], abs=1e-5)
-    state = torch.load(part / "checkpoint-2" / "training_state.pt", weights_only=False)
+    state = torch.load(part / "checkpoint-2" / "training_state.pt", weights_only=True)  # plain data only
     at_2 = json.loads((part / "checkpoint-2" / "config.json").read_text())["logit_bias"]
     assert at_2 == pytest.approx(float(state["bias"])) and state["base_logit_bias"] == 0.0
+
+
+class _RunsCode:
+    """A pickle payload that runs code when loaded with weights_only=False (writes a marker file)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.marker), "code ran"))
+
+
+def test_resume_refuses_a_state_that_would_run_code(plain_encoder, tmp_path):
+    common = {"init": str(plain_encoder), "passages_per_pass": 2, "group_size": 3, "batch_size": 2, "max_steps": 4,
+              "encoder_lr": 1e-3, "head_lr": 1e-3, "logit_scale": SCALE, "device": "cpu", "seed": 3,
+              "save_every": 2, "show_progress": False}
+    Trainer(TrainArgs(output_dir=str(tmp_path / "a"), **common), _toy_examples()).run()
+    state_file = tmp_path / "a" / "checkpoint-2" / "training_state.pt"
+    state = torch.load(state_file, weights_only=True)
+    marker = tmp_path / "pwned"
+    state["history"] = [_RunsCode(marker)]
+    torch.save(state, state_file)
+    resumed = Trainer(TrainArgs(output_dir=str(tmp_path / "a"), resume=True, **common), _toy_examples())
+    with pytest.raises(ValueError, match="not loaded .they could run code"):
+        resumed.run()
+    assert not marker.exists()
 
 
 def test_training_from_a_checkpoint_with_a_logit_bias_adds_to_it(init_dir, tmp_path):

@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
 
 from fastapi import FastAPI, Request
@@ -19,13 +20,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
-from .batching import LISTWISE, NLI, Admission, Batcher, Job, QueueFullError
-from .limits import DEFAULT_MAX_BODY_BYTES
+from ..tokenization import check_unicode
+from .batching import LISTWISE, NLI, Admission, Batcher, Job, QueueFullError, ShuttingDownError
+from .limits import DEFAULT_MAX_BODY_BYTES, SHUTDOWN_MARGIN_S
 from .metrics import ServerMetrics
 
 logger = logging.getLogger("gliclass_rerank.server")
 
+UNMATCHED_ROUTE = "unmatched"  # the one metrics label of every path that is no route
 OPEN_PATHS = frozenset({"/health", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
 # Swagger UI's own files, served from the swagger-ui-bundle package: /docs works with no network.
 DOCS_ASSETS = "/docs/assets"
@@ -194,11 +198,13 @@ class _BodyTooLarge(StarletteHTTPException):
 class LimitsAndAuthMiddleware:
     """Bearer-token auth (constant-time compare) and a request body size cap."""
 
-    def __init__(self, app, *, api_key: str | None, max_body_bytes: int, metrics: ServerMetrics):
+    def __init__(self, app, *, api_key: str | None, max_body_bytes: int, metrics: ServerMetrics,
+                 route_label: Callable[[dict], str]):
         self.app = app
-        self.api_key = api_key.encode() if api_key else None
+        self.api_key = api_key.encode() if api_key is not None else None
         self.max_body_bytes = int(max_body_bytes)
         self.metrics = metrics
+        self.route_label = route_label
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -210,7 +216,7 @@ class LimitsAndAuthMiddleware:
             token = auth[7:].strip() if auth[:7].lower() == b"bearer " else b""
             # compare_digest runs in time independent of where the strings differ
             if not hmac.compare_digest(token, self.api_key):
-                self.metrics.requests.labels(path, "401").inc()
+                self.metrics.requests.labels(self.route_label(scope), "401").inc()
                 resp = error_response(
                     401, "missing or invalid API key (send 'Authorization: Bearer <key>')",
                     field="Authorization", error_type="Unauthorized", headers={"WWW-Authenticate": "Bearer"},
@@ -223,7 +229,7 @@ class LimitsAndAuthMiddleware:
             except ValueError:
                 too_big = False
             if too_big:
-                return await self._reject_size(scope, receive, send, path)
+                return await self._reject_size(scope, receive, send)
         seen = 0
         response_started = False
 
@@ -246,10 +252,10 @@ class LimitsAndAuthMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             if not response_started:
-                await self._reject_size(scope, receive, send, path)
+                await self._reject_size(scope, receive, send)
 
-    async def _reject_size(self, scope, receive, send, path):
-        self.metrics.requests.labels(path, "413").inc()
+    async def _reject_size(self, scope, receive, send):
+        self.metrics.requests.labels(self.route_label(scope), "413").inc()
         resp = error_response(
             413, f"request body is larger than the server's cap of {self.max_body_bytes} bytes",
             field="body", error_type="PayloadTooLarge",
@@ -289,6 +295,10 @@ class LocalBackend:
 
     async def submit(self, job: Job) -> Any:
         return await self.batcher.submit(job)
+
+    def abort(self, reason: str) -> int:
+        """Fail every queued and running job now (shutdown deadline)."""
+        return self.batcher.abort(reason)
 
 
 class ClientDisconnected(Exception):
@@ -371,10 +381,18 @@ def create_app(
     ``/metrics`` and the docs needs ``Authorization: Bearer <api_key>``.
     Batching: requests arriving within ``batch_wait_ms`` share model calls up to
     ``max_batch_tokens`` estimated tokens / ``max_batch_requests`` requests; ``batching=False``
-    runs every request alone.  ``backend`` replaces the in-process batcher (Ray Serve)."""
+    runs every request alone.  ``backend`` replaces the in-process batcher (Ray Serve).
+
+    ``app.state.begin_shutdown(grace_s)`` (called by ``serve`` on SIGTERM / SIGINT, from any thread) answers
+    every request still unfinished ``SHUTDOWN_MARGIN_S`` before ``grace_s`` ends with a JSON 503 and
+    ``Retry-After``, so the process can exit within its grace period."""
+    if api_key is not None and not api_key.strip():
+        raise ValueError("api_key is empty: an unset variable would turn authentication off; give a key, or "
+                         "None for a server without one")
     metrics = metrics or ServerMetrics()
-    model_name = served_model_name or str(getattr(reranker, "name_or_path", None) or "gliclass")
+    model_name = served_model_name or default_model_name(getattr(reranker, "name_or_path", None))
     admission = Admission(max_queue_tokens, max_queue_requests)
+    max_text_tokens = getattr(reranker, "max_length", None)  # what the scorer keeps of any one text
     if backend is None:
         backend = LocalBackend(
             reranker, metrics, batching=batching, max_batch_tokens=max_batch_tokens,
@@ -384,13 +402,36 @@ def create_app(
         backend.admission_observer = admission.observe
     started = time.time()
 
+    loop_holder: dict[str, asyncio.AbstractEventLoop] = {}
+    shutdown_state = {"deadline": None, "timer": None}
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        loop_holder["loop"] = asyncio.get_running_loop()
         await backend.start()
         try:
             yield
         finally:
-            await backend.stop()  # uvicorn drained in-flight requests before this point
+            await backend.stop()  # uvicorn drained in-flight requests (or we answered them) before this point
+
+    def abort_unfinished() -> None:
+        if hasattr(backend, "abort"):
+            failed = backend.abort("the server is shutting down; retry on another replica or later")
+            if failed:
+                logger.warning("shutdown: answered %d unfinished request(s) with 503", failed)
+
+    def begin_shutdown(grace_s: float | None) -> None:
+        """Start the shutdown clock (thread-safe): unfinished requests get 503 before `grace_s` ends."""
+        loop = loop_holder.get("loop")
+        if loop is None or grace_s is None or shutdown_state["deadline"] is not None:
+            return
+        delay = max(0.0, float(grace_s) - SHUTDOWN_MARGIN_S)
+        shutdown_state["deadline"] = time.monotonic() + delay
+
+        def arm() -> None:
+            shutdown_state["timer"] = loop.call_later(delay, abort_unfinished)
+
+        loop.call_soon_threadsafe(arm)
 
     app = FastAPI(
         title="GLiClass rerank server",
@@ -409,11 +450,25 @@ def create_app(
     app.state.admission = admission
     app.state.backend = backend
     app.state.served_model_name = model_name
+    app.state.begin_shutdown = begin_shutdown
+
+    def route_label(scope: dict) -> str:
+        """The route template a request matched (or UNMATCHED_ROUTE): metrics labels stay a fixed set."""
+        for route in app.router.routes:
+            match, _ = route.matches(scope)
+            if match != Match.NONE:
+                return getattr(route, "path", UNMATCHED_ROUTE)
+        return UNMATCHED_ROUTE
 
     # -- error handlers --------------------------------------------------------------------
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
         errors = exc.errors()
+        if errors and errors[0].get("type") == "json_invalid":  # the body is no JSON at all
+            loc = errors[0].get("loc", ())
+            where = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
+            reason = (errors[0].get("ctx") or {}).get("error", "")
+            return body_error(request, f"body: malformed JSON{where}" + (f" ({reason})" if reason else ""))
         detail = []
         for e in errors:
             m = e.get("msg", "")
@@ -423,20 +478,33 @@ def create_app(
                            "msg": m, "type": e.get("type", "")})
         first = detail[0] if detail else {"field": "body", "msg": "invalid request"}
         msg = "; ".join(f"{d['field']}: {d['msg']}" for d in detail[:5]) or "invalid request"
-        metrics.requests.labels(request.url.path, "422").inc()
+        metrics.requests.labels(route_label(request.scope), "422").inc()
         return error_response(422, msg, field=first["field"], detail=detail)
+
+    def body_error(request: Request, message: str) -> JSONResponse:
+        metrics.requests.labels(route_label(request.scope), "400").inc()
+        return error_response(400, message, field="body", error_type="InvalidBody")
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError):
-        metrics.requests.labels(request.url.path, str(exc.status)).inc()
+        metrics.requests.labels(route_label(request.scope), str(exc.status)).inc()
         return error_response(exc.status, exc.message, field=exc.field, error_type=exc.error_type,
                               headers=exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
         if exc.status_code == 413:
-            metrics.requests.labels(request.url.path, "413").inc()
+            metrics.requests.labels(route_label(request.scope), "413").inc()
             return error_response(413, str(exc.detail), field="body", error_type="PayloadTooLarge")
+        cause = exc.__cause__
+        if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):  # FastAPI's body parsing
+            return body_error(request, f"body: not valid UTF-8 (byte 0x{cause.object[cause.start]:02x} at offset "
+                                       f"{cause.start})")
+        if exc.status_code == 400 and isinstance(cause, RecursionError):
+            return body_error(request, "body: JSON nested too deeply to parse")
+        if exc.status_code == 400 and cause is not None:
+            return body_error(request, f"body: cannot be parsed ({type(cause).__name__})")
+        metrics.requests.labels(route_label(request.scope), str(exc.status_code)).inc()
         return error_response(exc.status_code, str(exc.detail), error_type="HTTPError",
                               headers=getattr(exc, "headers", None))
 
@@ -445,6 +513,20 @@ def create_app(
         if n > max_documents:
             raise APIError(413, f"{field}: {n} items is more than the server's cap of {max_documents}",
                            field=field, error_type="PayloadTooLarge")
+
+    def check_texts(field: str, texts: list[str]) -> None:
+        """Refuse text that is not valid Unicode (a lone surrogate from a JSON escape), naming its index."""
+        for i, text in enumerate(texts):
+            try:
+                check_unicode(f"{field}[{i}]", text)
+            except ValueError as exc:
+                raise APIError(422, str(exc), field=f"{field}[{i}]") from None
+
+    def check_query(text: str, field: str = "query") -> None:
+        try:
+            check_unicode(field, text)
+        except ValueError as exc:
+            raise APIError(422, str(exc), field=field) from None
 
     def check_model(name: str | None) -> None:
         if check_model_name and name is not None and name != model_name:
@@ -468,6 +550,9 @@ def create_app(
             status = "499"
             metrics.disconnected.labels(endpoint).inc()
             return None
+        except ShuttingDownError as exc:
+            status = "503"
+            raise APIError(503, str(exc), error_type="ShuttingDown", headers={"Retry-After": "1"}) from None
         except (TypeError, ValueError) as exc:  # the core's own input checks
             status = "422"
             raise APIError(422, str(exc), field=_field_from_message(str(exc))) from None
@@ -506,17 +591,22 @@ def create_app(
             if body.rank_fields:
                 parts = []
                 for f in body.rank_fields:
-                    if f in doc:
-                        if not isinstance(doc[f], str):
-                            raise APIError(422, f"documents[{i}].{f}: must be a string", field=f"documents[{i}].{f}")
-                        parts.append(f"{f}: {doc[f]}" if len(body.rank_fields) > 1 else doc[f])
+                    if f not in doc:
+                        raise APIError(422, f"documents[{i}].{f}: rank_fields names '{f}' but this document has "
+                                            "no such field", field=f"documents[{i}].{f}")
+                    if not isinstance(doc[f], str):
+                        raise APIError(422, f"documents[{i}].{f}: must be a string", field=f"documents[{i}].{f}")
+                    parts.append(f"{f}: {doc[f]}" if len(body.rank_fields) > 1 else doc[f])
                 texts.append("\n".join(parts))
             else:
                 if not isinstance(doc.get("text"), str):
                     raise APIError(422, f"documents[{i}].text: a document object needs a string 'text' field",
                                    field=f"documents[{i}].text")
                 texts.append(doc["text"])
-        results = await execute(request, "/v1/rerank", Job(LISTWISE, query=body.query, passages=texts))
+        check_query(body.query)
+        check_texts("documents", texts)
+        results = await execute(request, "/v1/rerank", Job(LISTWISE, query=body.query, passages=texts,
+                                                           max_text_tokens=max_text_tokens))
         if results is None:
             return Response(status_code=499)
         if body.top_n is not None:
@@ -539,8 +629,11 @@ def create_app(
         """Cohere v2 rerank (`model` required, `max_tokens_per_doc` honoured)."""
         check_model(body.model)
         check_count(len(body.documents), "documents")
+        check_query(body.query)
+        check_texts("documents", body.documents)
         results = await execute(request, "/v2/rerank", Job(LISTWISE, query=body.query, passages=body.documents,
-                                                           max_tokens_per_doc=body.max_tokens_per_doc))
+                                                           max_tokens_per_doc=body.max_tokens_per_doc,
+                                                           max_text_tokens=max_text_tokens))
         if results is None:
             return Response(status_code=499)
         if body.top_n is not None:
@@ -561,7 +654,10 @@ def create_app(
         if not body.texts:
             raise APIError(422, "texts: must not be empty", field="texts")
         check_count(len(body.texts), "texts")
-        results = await execute(request, "/rerank", Job(LISTWISE, query=body.query, passages=body.texts))
+        check_query(body.query)
+        check_texts("texts", body.texts)
+        results = await execute(request, "/rerank", Job(LISTWISE, query=body.query, passages=body.texts,
+                                                        max_text_tokens=max_text_tokens))
         if results is None:
             return Response(status_code=499)
         if body.truncate is False:
@@ -593,7 +689,10 @@ def create_app(
         if not body.passages:
             scores: list[list[float]] = []
         else:
-            scores = await execute(request, "/v1/nli", Job(NLI, passages=body.passages, hypotheses=body.claims))
+            check_texts("passages", body.passages)
+            check_texts("claims", body.claims)
+            scores = await execute(request, "/v1/nli", Job(NLI, passages=body.passages, hypotheses=body.claims,
+                                                           max_text_tokens=max_text_tokens))
             if scores is None:
                 return Response(status_code=499)
         results = []
@@ -641,8 +740,23 @@ def create_app(
         data, ctype = metrics.render()
         return Response(content=data, media_type=ctype)
 
-    app.add_middleware(LimitsAndAuthMiddleware, api_key=api_key, max_body_bytes=max_body_bytes, metrics=metrics)
+    app.add_middleware(LimitsAndAuthMiddleware, api_key=api_key, max_body_bytes=max_body_bytes, metrics=metrics,
+                       route_label=route_label)
     return app
+
+
+def default_model_name(name_or_path: Any) -> str:
+    """The name a server reports when `--served-model-name` is unset: a local folder's own name (never its path
+    on disk), or the hub id as given."""
+    if not name_or_path:
+        return "gliclass"
+    text = str(name_or_path)
+    path = Path(text)
+    try:
+        local = path.exists()
+    except OSError:
+        local = False
+    return (path.resolve().name or "gliclass") if local else text
 
 
 def _field_from_message(msg: str) -> str | None:

@@ -6,7 +6,7 @@ so they share forward passes.  A batch closes when its estimated token count
 reaches ``max_batch_tokens`` or ``batch_wait_ms`` after its oldest request
 arrived, whichever comes first.
 
-The model runs in ONE worker thread (a ``ThreadPoolExecutor(max_workers=1)``), so
+The model runs in ONE worker thread (a daemon :class:`ModelThread`), so
 the event loop keeps answering ``/health`` and ``/metrics`` during a long batch and
 the model is never entered from two threads at once.
 
@@ -21,8 +21,9 @@ import asyncio
 import concurrent.futures
 import logging
 import math
+import queue
+import threading
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -32,17 +33,22 @@ LISTWISE = "listwise"
 NLI = "nli"
 
 
-def estimate_tokens(text: str) -> int:
-    """Cheap upper-ish estimate of the sub-word tokens of ``text`` (about 4 characters per token).
+def estimate_tokens(text: str, cap: int | None = None) -> int:
+    """Cheap upper-ish estimate of the sub-word tokens of ``text`` that will be scored (about 4 characters per
+    token, at most ``cap``: the scorer cuts every text to its ``max_length`` tokens, so a 1 MB document
+    costs what a 512-token one does).
 
     Only used for batch budgets and queue bounds, never for truncation, so it must be
     cheap enough to run on the event loop."""
-    return len(text) // 4 + 2
+    estimate = len(text) // 4 + 2
+    return estimate if cap is None else min(estimate, cap)
 
 
 @dataclass
 class Job:
-    """One request's worth of work."""
+    """One request's worth of work.
+
+    ``max_text_tokens``: the scorer's cut (its ``max_length``), so the estimate counts only what is scored."""
 
     kind: str  # LISTWISE or NLI
     # listwise: query + passages; nli: premises (passages) + hypotheses (claims)
@@ -50,6 +56,7 @@ class Job:
     passages: list[str] = field(default_factory=list)
     hypotheses: list[str] = field(default_factory=list)
     max_tokens_per_doc: int | None = None
+    max_text_tokens: int | None = None
     tokens: int = 0
     batch_cost: int = 0  # Ray Serve's batch_size_fn reads this
     enqueued_at: float = 0.0
@@ -57,11 +64,14 @@ class Job:
 
     def __post_init__(self) -> None:
         if not self.tokens:
+            cap = self.max_text_tokens
+            doc_cap = min((c for c in (cap, self.max_tokens_per_doc) if c), default=None)
             if self.kind == LISTWISE:
-                self.tokens = estimate_tokens(self.query or "") + sum(estimate_tokens(p) for p in self.passages)
+                self.tokens = estimate_tokens(self.query or "", cap) + sum(
+                    estimate_tokens(p, doc_cap) for p in self.passages)
             else:
-                hyp = sum(estimate_tokens(h) for h in self.hypotheses)
-                self.tokens = sum(estimate_tokens(p) + hyp for p in self.passages)
+                hyp = sum(estimate_tokens(h, cap) for h in self.hypotheses)
+                self.tokens = sum(estimate_tokens(p, cap) + hyp for p in self.passages)
 
 
 class QueueFullError(Exception):
@@ -119,50 +129,76 @@ class Admission:
 # Execution (runs in the model worker thread)
 
 
-def truncate_to_tokens(tokenizer: Any, text: str, max_tokens: int | None) -> str:
-    """Cut ``text`` to its first ``max_tokens`` sub-word tokens (Cohere ``max_tokens_per_doc``).
+def truncate_to_tokens(reranker: Any, text: str, max_tokens: int | None) -> str:
+    """Cut ``text`` to its first ``max_tokens`` sub-word tokens (Cohere ``max_tokens_per_doc``), counted as the
+    scorer counts a passage's tokens (special-token strings are plain text).
 
-    Never asks the tokenizer to truncate: a fast tokenizer keeps truncation settings in its Rust
-    backend, which the core reads directly, so the cut is made on the offsets instead."""
-    if not max_tokens or tokenizer is None or len(text) <= max_tokens:  # a token has >= 1 character
+    Costs no more than tokenising ``max_tokens`` tokens' worth of characters, whatever the length of ``text``,
+    and never asks the tokenizer to truncate (a fast tokenizer keeps that setting in its shared backend)."""
+    if not max_tokens or len(text) <= max_tokens:  # a token has >= 1 character
         return text
-    try:
-        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    except Exception:  # slow tokenizers have no offsets: fall back to decode
-        ids = tokenizer.encode(text, add_special_tokens=False)
-        return text if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens])
-    if len(offsets) <= max_tokens:
-        return text
-    return text[: offsets[max_tokens - 1][1]]
-
-
-# reranker -> (its tokenizer, our copy); weak keys: a reranker that goes away takes its copy with it
-_TOKENIZER_COPIES: "weakref.WeakKeyDictionary[Any, tuple[Any, Any]]" = weakref.WeakKeyDictionary()
-
-
-def _private_tokenizer(reranker: Any) -> Any:
-    """A copy of the reranker's tokenizer for the server's own use (the core's stays untouched)."""
-    tok = getattr(reranker, "tokenizer", None)
-    if tok is None:
-        return None
-    cached = _TOKENIZER_COPIES.get(reranker)
-    if cached is not None and cached[0] is tok:
-        return cached[1]
-    import copy
-
-    try:
-        private = copy.deepcopy(tok)
-    except Exception:  # noqa: BLE001
-        private = tok
-    _TOKENIZER_COPIES[reranker] = (tok, private)
-    return private
+    return reranker.pieces.label_prefix(text, max_tokens)
 
 
 def _prepare_passages(reranker: Any, job: Job) -> list[str]:
     if job.max_tokens_per_doc:
-        tok = _private_tokenizer(reranker)
-        return [truncate_to_tokens(tok, p, job.max_tokens_per_doc) for p in job.passages]
+        return [truncate_to_tokens(reranker, p, job.max_tokens_per_doc) for p in job.passages]
     return job.passages
+
+
+def calibrate(reranker: Any) -> tuple[int, float]:
+    """Time one representative listwise job (after ``warm_up()``): (its estimated tokens, seconds).
+
+    Seeds the throughput behind ``Retry-After`` before the first real batch has been measured."""
+    words = " ".join(["calibration"] * 120)
+    job = Job(LISTWISE, query="calibration query", passages=[words] * 8,
+              max_text_tokens=getattr(reranker, "max_length", None))
+    t0 = time.perf_counter()
+    run_listwise(reranker, [job])
+    return job.tokens, time.perf_counter() - t0
+
+
+class ShuttingDownError(Exception):
+    """A job that could not finish before the server's shutdown deadline."""
+
+
+class ModelThread(concurrent.futures.Executor):
+    """One daemon worker thread that runs every model call, in order.
+
+    Daemon, unlike ``ThreadPoolExecutor``'s workers (which the interpreter joins at exit): a shutdown past
+    its grace period must not wait for a batch that is still running."""
+
+    def __init__(self, name: str = "gliclass-model"):
+        self._queue: "queue.SimpleQueue[tuple[concurrent.futures.Future, Callable, tuple] | None]" = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
+        self.busy = False
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            future, fn, args = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            self.busy = True
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                future.set_exception(exc)
+            finally:
+                self.busy = False
+
+    def submit(self, fn, /, *args, **kwargs):  # noqa: D102 - concurrent.futures.Executor's
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._queue.put((future, (lambda: fn(*args, **kwargs)) if kwargs else fn, () if kwargs else args))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:  # noqa: D102
+        self._queue.put(None)
+        if wait:
+            self._thread.join()
 
 
 def run_listwise(reranker: Any, jobs: Sequence[Job]) -> list[Any]:
@@ -241,10 +277,10 @@ class Batcher:
         self.max_batch_requests = max(1, int(max_batch_requests))
         self.on_batch = on_batch
         self._own_executor = executor is None
-        self.executor = executor or concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="gliclass-model"
-        )
+        self.executor = executor or ModelThread()
         self._pending: dict[str, list[Job]] = {LISTWISE: [], NLI: []}
+        self._running: list[Job] = []
+        self._aborted = False
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._closing = False
@@ -256,22 +292,44 @@ class Batcher:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name="gliclass-batcher")
 
     async def stop(self) -> None:
-        """Finish every queued job, then stop (used at shutdown, after uvicorn drained requests)."""
+        """Finish every queued job, then stop (used at shutdown, after uvicorn drained requests).
+        After :meth:`abort` it returns at once: a batch still running is left to its daemon thread."""
         self._closing = True
         if self._wakeup is not None:
             self._wakeup.set()
         if self._task is not None:
+            if self._aborted:
+                self._task.cancel()
             try:
                 await self._task
+            except asyncio.CancelledError:
+                pass
             finally:
                 self._task = None
         if self._own_executor:
-            self.executor.shutdown(wait=True)
+            self.executor.shutdown(wait=not self._aborted)
+
+    def abort(self, reason: str) -> int:
+        """Fail every queued and running job with :class:`ShuttingDownError` (their requests are answered
+        now) and take no more work. Returns how many jobs were failed."""
+        self._aborted = self._closing = True
+        failed = 0
+        for job in [j for q in self._pending.values() for j in q] + self._running:
+            if job.future is not None and not job.future.done():
+                job.future.set_exception(ShuttingDownError(reason))
+                failed += 1
+        for q in self._pending.values():
+            q.clear()
+        if self._wakeup is not None:
+            self._wakeup.set()
+        return failed
 
     # -- API -----------------------------------------------------------------------------------
     async def submit(self, job: Job) -> Any:
         """Queue ``job`` and wait for its result.  Cancelling the awaiting task (client gone)
         removes a job that has not started; a started job finishes and its result is dropped."""
+        if self._aborted:
+            raise ShuttingDownError("the server is shutting down")
         if self._task is None:
             self.start()
         loop = asyncio.get_running_loop()
@@ -345,10 +403,13 @@ class Batcher:
                 continue
             tokens = sum(j.tokens for j in batch)
             t0 = time.perf_counter()
+            self._running = batch
             try:
                 results = await loop.run_in_executor(self.executor, RUNNERS[kind], self.reranker, batch)
             except Exception as exc:  # noqa: BLE001 - executor failure: fail the batch, keep serving
                 results = [exc] * len(batch)
+            finally:
+                self._running = []
             seconds = time.perf_counter() - t0
             for job, res in zip(batch, results):
                 if job.future is None or job.future.done():

@@ -26,13 +26,14 @@ from typing import Any
 from ray import serve
 
 from .app import create_app
-from .batching import LISTWISE, Job, run_listwise, run_nli
+from .batching import LISTWISE, Job, calibrate, run_listwise, run_nli
 
 DEFAULT_MAX_BATCH_TOKENS = 8192
 DEFAULT_BATCH_WAIT_S = 0.005
 
 MODEL_OPTION_KEYS = ("device", "dtype", "passages_per_pass", "target_length", "max_length", "max_query_tokens",
-                     "max_passage_tokens", "batch_size", "quantize", "compile", "token", "revision")
+                     "max_passage_tokens", "batch_size", "quantize", "compile", "token", "revision",
+                     "token_cache_bytes")
 APP_OPTION_KEYS = ("served_model_name", "check_model_name", "api_key", "max_documents", "max_body_bytes",
                    "max_queue_tokens", "max_queue_requests", "batching", "max_batch_tokens", "batch_wait_ms",
                    "max_batch_requests")
@@ -99,6 +100,7 @@ class GLiClassRerankDeployment:
         backend = RayBatchBackend(self, max_batch_tokens=self._max_batch_tokens,
                                   batching=bool(self.app_options.get("batching", True)))
         app = create_app(self.reranker, backend=backend, **self.app_options)
+        app.state.admission.observe(*calibrate(self.reranker))  # Retry-After is right before the first batch
         self._metrics = app.state.metrics
         self._backend = backend
         return app

@@ -69,11 +69,12 @@ class ThreadedServer:
 
 @pytest.fixture
 def start_server():
-    """``start_server(reranker, **create_app_options) -> ThreadedServer`` (stopped at teardown)."""
+    """``start_server(reranker, uvicorn_options=None, **create_app_options) -> ThreadedServer`` (stopped at
+    teardown)."""
     servers = []
 
-    def _start(reranker, **options) -> ThreadedServer:
-        srv = ThreadedServer(create_app(reranker, **options)).__enter__()
+    def _start(reranker, uvicorn_options: dict | None = None, **options) -> ThreadedServer:
+        srv = ThreadedServer(create_app(reranker, **options), **(uvicorn_options or {})).__enter__()
         servers.append(srv)
         return srv
 
@@ -113,6 +114,7 @@ class SlowReranker:
         self.device = inner.device
         self.dtype = inner.dtype
         self.max_length = inner.max_length
+        self.pieces = inner.pieces
 
     def _enter(self, name, n):
         with self._guard:

@@ -168,10 +168,19 @@ def test_422_names_the_field(client, path, payload, field):
     assert field.split("[")[0] in body["message"]
 
 
-def test_422_malformed_json(client):
-    resp = client.post("/v2/rerank", content=b'{"query": "q", "documents": [', headers={"content-type": "application/json"})
-    assert resp.status_code == 422
-    assert "JSON" in resp.json()["message"]
+@pytest.mark.parametrize(
+    "body, says",
+    [
+        (b'{"query": "q", "documents": [', "body: malformed JSON at character 29"),
+        (b'{"model": "m", "query": "q\xff", "documents": []}', "body: not valid UTF-8 (byte 0xff at offset 26)"),
+        (b"[" * 30_000 + b"]" * 30_000, "body: JSON nested too deeply"),
+    ],
+)
+def test_400_unreadable_body_names_what_is_wrong(client, body, says):
+    resp = client.post("/v2/rerank", content=body, headers={"content-type": "application/json"})
+    assert resp.status_code == 400, resp.text
+    got = resp.json()
+    assert got["message"].startswith(says) and got["field"] == "body" and got["error_type"] == "InvalidBody"
 
 
 def test_413_too_many_documents(client):
