@@ -251,7 +251,7 @@ def main() -> int:
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
     print(machine_header(), flush=True)
-    print(f"# {shlex.join([sys.executable, *sys.argv])}", flush=True)
+    print(f"# {shlex.join([sys.executable, '-m', 'benchmarks.serving.faults', *sys.argv[1:]])}", flush=True)
     model = args.model
     if model is None:
         from gliclass_rerank.testing import tiny_checkpoint
