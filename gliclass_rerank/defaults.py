@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-# Defaults chosen by benchmarks/speed.py (see docs/benchmarks.md).
+# Defaults chosen by `python -m benchmarks.speed` (see docs/benchmarks.md).
 DEFAULT_PASSAGES_PER_PASS = 16
 DEFAULT_TARGET_LENGTH = 320
 DEFAULT_MAX_LENGTH = 512
 # Cuts no query, claim or hypothesis of the collections in ../shared/data (longest: 100 tokens, a Medline
-# query; benchmarks/query_lengths.py, docs/benchmarks.md); only a budget, short queries cost nothing more.
+# query; benchmarks/quality/query_lengths.py, docs/benchmarks.md); only a budget, short queries cost nothing more.
 DEFAULT_MAX_QUERY_TOKENS = 128
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_MAX_BATCH_TOKENS = 8192

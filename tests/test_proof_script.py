@@ -1,4 +1,4 @@
-"""The proof script (`benchmarks/train_scifact.py`) end to end on toy data and a tiny encoder.
+"""The proof script (`python -m benchmarks.quality.train_scifact`) end to end on toy data and a tiny encoder.
 
 Its full run takes minutes on a GPU and hours on 2 CPU cores, so a broken stage (it once stopped after the
 SciFact stages on a cross-encoder bug) would otherwise be found only at the end of a long run.
@@ -6,7 +6,7 @@ SciFact stages on a cross-encoder bug) would otherwise be found only at the end 
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import math
 from pathlib import Path
@@ -19,8 +19,6 @@ pytest.importorskip("sentence_transformers")
 
 from test_evaluation import DOCS as EVAL_DOCS  # noqa: E402
 from test_training import _plain_encoder  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 
 DOCS = {
     **EVAL_DOCS,
@@ -54,10 +52,8 @@ def _trecqa(path: Path) -> None:
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("train_scifact", ROOT / "benchmarks" / "train_scifact.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    # the repository root is on sys.path through pytest's `pythonpath` (pyproject.toml)
+    return importlib.import_module("benchmarks.quality.train_scifact")
 
 
 def test_proof_script_runs_every_stage(tmp_path):

@@ -5,7 +5,7 @@ A model fine-tuned on one collection is checked in and out of domain at once:
     >>> reports = evaluate_collections([load_dataset(p) for p in paths], systems, depth=100, out_dir="out/")
     >>> print(format_table(collection_table(reports, "ndcg@10")))
 
-`gliclass-rerank eval A B C` and `benchmarks/train_scifact.py` both go through these functions.
+`gliclass-rerank eval A B C` and `benchmarks/quality/train_scifact.py` both go through these functions.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ Then zero-shot transfer of the SciFact model to Cranfield and Medline (all their
 MAP/MRR). One table puts SciFact (in domain) beside Cranfield and Medline (out of domain) and their mean,
 through the code of `gliclass-rerank eval A B C` (`gliclass_rerank.evaluation.tables`).
 
-    python benchmarks/train_scifact.py --out /tmp/proof            # the full protocol
-    python benchmarks/train_scifact.py --out /tmp/proof --test-queries 100 --depth 30 --steps 100  # smaller
+    python -m benchmarks.quality.train_scifact --out /tmp/proof            # the full protocol
+    python -m benchmarks.quality.train_scifact --out /tmp/proof --test-queries 100 --depth 30 --steps 100  # smaller
 
 Everything lands in --out: report JSONs and charts per dataset, the models, `proof.json` and `proof.md`.
 Needs the `eval` and `train` extras. Data: ../shared/data (never copied into the project).
@@ -25,14 +25,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from gliclass_rerank import GLiClassReranker
 from gliclass_rerank.evaluation import (
@@ -59,6 +55,8 @@ from gliclass_rerank.training import (
     optimizer_step,
     seed_everything,
 )
+
+from ..common import DATA_ROOT
 
 PUBLISHED_CE = 0.688  # BEIR paper (Thakur et al., 2021), BM25 + ms-marco MiniLM-L6 cross-encoder, SciFact NDCG@10
 LOG = logging.getLogger("proof")
@@ -126,7 +124,7 @@ def train_cross_encoder(encoder: str, examples, targs: TrainArgs, out: Path, max
 # ------------------------------------------------------------------------------------ main
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--data-root", default=str(DATA_ROOT))
     parser.add_argument("--encoder", default=None, help="plain encoder folder (default: all-MiniLM-L6-v2 wheel)")
     parser.add_argument("--out", default="/tmp/proof")
     parser.add_argument("--test-queries", type=int, default=None, help="first N SciFact test queries (default all 300)")
@@ -340,4 +338,4 @@ def write_markdown(proof: dict, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

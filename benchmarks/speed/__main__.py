@@ -2,15 +2,15 @@
 
 Usage (from the repository root):
 
-    python benchmarks/speed.py --out /tmp/speed_results                      # everything, bounded
-    python benchmarks/speed.py --quick --out /tmp/speed_quick                  # a few minutes
-    python benchmarks/speed.py --backbones minilm --workloads W1,W3 --repeats 5
+    python -m benchmarks.speed --out /tmp/speed_results                      # everything, bounded
+    python -m benchmarks.speed --quick --out /tmp/speed_quick                  # a few minutes
+    python -m benchmarks.speed --backbones minilm --workloads W1,W3 --repeats 5
 
 What it does (see docs/speed.md for the results and how to read them):
 
-- builds real-size backbones with random weights as GLiClass checkpoints (`benchmarks/speed_ckpts.py`,
+- builds real-size backbones with random weights as GLiClass checkpoints (`benchmarks/speed/ckpts.py`,
   under --ckpts, default /tmp/speed_ckpts) and a cross-encoder on the same backbone config;
-- builds the workloads W1-W5 from real text in ../shared/data (`benchmarks/speed_data.py`);
+- builds the workloads W1-W5 from real text in ../shared/data (`benchmarks/speed/data.py`);
 - times every system in the same process, alternating them within each repeat (the order rotates from one
   repeat to the next) and reports the median and min/max throughput (wall clock) plus the median throughput
   per CPU-second (less sensitive to other processes on a shared machine);
@@ -42,15 +42,13 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
-
 import numpy as np
 import torch
-from speed_ckpts import BACKBONES, DEFAULT_ROOT, build
-from speed_data import Workload
-from speed_systems import Backbone, make_system, max_abs_diff, quiet, spec_name
+
+from ..common import REPO_ROOT, spread
+from .ckpts import BACKBONES, DEFAULT_ROOT, build
+from .data import Workload
+from .systems import Backbone, make_system, max_abs_diff, quiet, spec_name
 
 LONG_W = ("W1", "W2", "W4")
 
@@ -120,11 +118,8 @@ def summarize(recs: list[dict]) -> dict:
     thr = [r["units"] / r["wall_s"] for r in recs]
     cpu = [r["units"] / r["cpu_s"] for r in recs if r["cpu_s"] > 0]
     return {
-        "n": len(recs),
+        **spread(thr),
         "units": recs[0]["units"],
-        "median": statistics.median(thr),
-        "min": min(thr),
-        "max": max(thr),
         "median_per_cpu_s": statistics.median(cpu) if cpu else None,
         "median_wall_s": statistics.median(r["wall_s"] for r in recs),
         "loadavg": statistics.median(r["loadavg"] for r in recs),
@@ -142,7 +137,7 @@ class Bench:
                 "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(
                     timespec="seconds"
                 ),
-                "command": " ".join([Path(sys.executable).name] + sys.argv),
+                "command": " ".join([Path(sys.executable).name, "-m", "benchmarks.speed"] + sys.argv[1:]),
                 "python": platform.python_version(),
                 "torch": torch.__version__,
                 "torch_threads": torch.get_num_threads(),
@@ -354,7 +349,8 @@ class Bench:
         jf.write_text(json.dumps(job))
         t0 = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), "--_child", str(jf)],
+            [sys.executable, "-m", "benchmarks.speed", "--_child", str(jf)],
+            cwd=REPO_ROOT,
             check=False,
             capture_output=True,
             text=True,
@@ -483,7 +479,7 @@ def specs_main(w: Workload, bb_name: str, big: bool, ppps: list[int]) -> list[di
 def distinct_packings(bb: Backbone, w: Workload, specs: list[dict]) -> list[dict]:
     """Drop `ours` specs (and their upstream twins) whose packing of `w` equals one already kept: timing the
     same sequences twice tells nothing (e.g. passages_per_pass 4 and 32 both give 2 long passages a pass)."""
-    from speed_systems import ours_groups
+    from .systems import ours_groups
 
     seen, dropped, keep = set(), set(), []
     for s in specs:
@@ -610,8 +606,8 @@ def main(argv=None):
     bench = Bench(args)
     log("meta", bench.results["meta"])
 
-    from speed_ckpts import _base_tokenizer
-    from speed_data import Corpus, build_workloads, length_workload, linear_workload
+    from .ckpts import _base_tokenizer
+    from .data import Corpus, build_workloads, length_workload, linear_workload
 
     corpus = Corpus(_base_tokenizer())
     W = build_workloads(corpus, names)
@@ -806,7 +802,7 @@ def main(argv=None):
         malloc_trim()
 
     bench.save()
-    from speed_report import write_report
+    from .report import write_report
 
     write_report(bench.results, bench.out)
     log("done:", bench.out)

@@ -5,7 +5,7 @@ int8), and reports: max / mean absolute score difference, Spearman correlation p
 overlap, NDCG@10 of both (ir-measures, via the evaluation harness), and the throughput of each, timed
 alternately in the same process.
 
-    python benchmarks/int8_drift.py --model /tmp/proof2/gliclass-scifact --queries 50 --depth 30 \
+    python -m benchmarks.speed.int8_drift --model /tmp/proof2/gliclass-scifact --queries 50 --depth 30 \
         --passages-per-pass 1 --max-passage-tokens 128
 """
 
@@ -23,7 +23,7 @@ from scipy.stats import spearmanr
 from gliclass_rerank import GLiClassReranker
 from gliclass_rerank.evaluation import bm25_run, evaluate_run, load_dataset
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "beir_scifact"
+from ..common import SCIFACT as DATA
 
 
 def main(argv=None) -> int:

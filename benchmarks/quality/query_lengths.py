@@ -4,22 +4,20 @@ Tokenises every query of the collections in ../shared/data with the all-MiniLM-L
 the tokenizer of the models `gliclass-rerank init` and `train` build), counted as the reranker counts a
 query (no special tokens), and prints percentiles and how many a budget of 64 / 96 / 128 tokens would cut.
 
-    python benchmarks/query_lengths.py                       # seconds
-    python benchmarks/query_lengths.py --data-root ../shared/data --tokenizer /path/to/encoder
+    python -m benchmarks.quality.query_lengths                       # seconds
+    python -m benchmarks.quality.query_lengths --data-root ../shared/data --tokenizer /path/to/encoder
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from gliclass_rerank.evaluation.data import read_jsonl
 
-from gliclass_rerank.evaluation.data import read_jsonl  # noqa: E402
+from ..common import DATA_ROOT
 
 BUDGETS = (64, 96, 128)
 PERCENTILES = (50, 90, 95, 99, 100)
@@ -57,7 +55,7 @@ def length_table(tokenizer, queries: dict[str, list[str]]) -> list[dict]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--data-root", default=str(DATA_ROOT))
     parser.add_argument("--tokenizer", default=None, help="tokenizer folder (default: all-MiniLM-L6-v2)")
     args = parser.parse_args(argv)
     from transformers import AutoTokenizer
@@ -77,4 +75,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -8,18 +8,15 @@ the same encoder work per token. Scores are meaningless; only speed is comparabl
 The tokenizer config names `"tokenizer_class": "PreTrainedTokenizerFast"` (backed by `tokenizer.json`), so
 transformers 4.x (which infinity-emb pins) can read a tokenizer written by transformers 5.
 
-    python benchmarks/make_ce_folder.py /tmp/tiny-gliclass /tmp/tiny-ce
-    python benchmarks/make_ce_folder.py knowledgator/gliclass-base-v3.0 /tmp/ce-base --seed 0
+    python -m benchmarks.quality.make_ce_folder /tmp/tiny-gliclass /tmp/tiny-ce
+    python -m benchmarks.quality.make_ce_folder knowledgator/gliclass-base-v3.0 /tmp/ce-base --seed 0
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def make_ce_folder(checkpoint: str | Path, out: str | Path, seed: int = 0) -> Path:

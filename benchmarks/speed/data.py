@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from ..common import DATA_ROOT
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """speed.json -> speed.md (markdown tables) and PNG plots. Also runnable alone:
 
-python benchmarks/speed_report.py /tmp/speed_results
+python -m benchmarks.speed.report /tmp/speed_results
 """
 
 from __future__ import annotations
@@ -397,14 +397,14 @@ def write_report(res: dict, out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python benchmarks/speed_report.py [FOLDER]`: rewrite FOLDER/speed.md and its plots from speed.json."""
+    """`python -m benchmarks.speed.report [FOLDER]`: rewrite FOLDER/speed.md and its plots from speed.json."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("folder", nargs="?", default="/tmp/speed_results",
-                        help="a results folder written by benchmarks/speed.py (holds speed.json)")
+                        help="a results folder written by `python -m benchmarks.speed` (holds speed.json)")
     folder = Path(parser.parse_args(argv).folder)
     source = folder / "speed.json"
     if not source.is_file():
-        parser.error(f"{source} does not exist: run benchmarks/speed.py --out {folder} first")
+        parser.error(f"{source} does not exist: run python -m benchmarks.speed --out {folder} first")
     print(write_report(json.loads(source.read_text()), folder))
 
 

@@ -17,12 +17,13 @@ A spec is `{"family": ..., "ppp": int|None, "bs": int|None, "ml": int|None, "qua
 
 from __future__ import annotations
 
-import logging
 import os
 import warnings
 
 import numpy as np
 import torch
+
+from ..common import quiet_transformers
 
 warnings.filterwarnings("ignore")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -155,9 +156,8 @@ class Backbone:
         if dtype not in self._upstream_models:
             from gliclass import GLiClassModel
             from transformers import AutoTokenizer
-            from transformers.utils import logging as tlog
 
-            tlog.set_verbosity_error()
+            quiet_transformers()  # importing gliclass resets transformers' verbosity
             model = GLiClassModel.from_pretrained(self.gl_dir).eval()
             # upstream has no dtype option: a GPU user casts the loaded model
             self._upstream_models[dtype] = model.to(getattr(torch, dtype))
@@ -464,12 +464,5 @@ def max_abs_diff(a: list[list[float]], b: list[list[float]]) -> float:
 
 
 def quiet():
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    try:
-        from transformers.utils import logging as tlog
-
-        tlog.set_verbosity_error()
-        tlog.disable_progress_bar()
-    except ImportError:
-        pass
+    quiet_transformers()
     torch.set_grad_enabled(False)

@@ -25,19 +25,19 @@ Our servers are loaded through ``--api`` (default Cohere ``/v2/rerank``); infini
 Cohere-style ``POST /rerank`` ({model, query, documents, return_documents}). Each server uses torch's
 default CPU threads, float32.
 
-    python benchmarks/serve_load.py                           # tiny random checkpoint, batch/nobatch/ray2
-    python benchmarks/serve_load.py --model DIR --servers batch nobatch ray2 --requests 300
-    python benchmarks/serve_load.py --soak 600 --rate 5       # 10-minute soak at 5 req/s (real20, batch)
-    python benchmarks/serve_load.py --burst 200               # queue-bound burst: 429s, accepted all done
-    python benchmarks/serve_load.py --url http://127.0.0.1:8000 --api tei   # an already running server
+    python -m benchmarks.serving.load                           # tiny random checkpoint, batch/nobatch/ray2
+    python -m benchmarks.serving.load --model DIR --servers batch nobatch ray2 --requests 300
+    python -m benchmarks.serving.load --soak 600 --rate 5       # 10-minute soak at 5 req/s (real20, batch)
+    python -m benchmarks.serving.load --burst 200               # queue-bound burst: 429s, accepted all done
+    python -m benchmarks.serving.load --url http://127.0.0.1:8000 --api tei   # an already running server
 
 infinity-emb comparison. infinity-emb pins transformers 4.x / sentence-transformers 3.x, so it lives in
 its own virtualenv:
 
     python -m venv /tmp/infinity-venv
     /tmp/infinity-venv/bin/pip install torch==2.13.0 "infinity-emb[server,torch]"
-    python benchmarks/make_ce_folder.py DIR /tmp/ce-folder    # random-weight CrossEncoder, DIR's backbone
-    python benchmarks/serve_load.py --model DIR --servers batch nobatch infinity \\
+    python -m benchmarks.quality.make_ce_folder DIR /tmp/ce-folder    # random-weight CrossEncoder, DIR's backbone
+    python -m benchmarks.serving.load --model DIR --servers batch nobatch infinity \\
         --infinity-python /tmp/infinity-venv/bin/python --infinity-model /tmp/ce-folder
 
 Without ``--infinity-model`` the CrossEncoder folder is built from ``--model`` into a temporary folder.
@@ -52,7 +52,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import shlex
 import signal
@@ -66,11 +65,7 @@ from pathlib import Path
 
 import httpx
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
-
-DATA_ROOT = HERE.parent.parent / "shared" / "data"  # ../shared/data relative to the repo
+from ..common import DATA_ROOT, machine_header
 REAL20_DOCS, REAL20_WORDS, SHORT100_DOCS, SHORT10_DOCS = 20, 200, 100, 10
 
 
@@ -427,7 +422,7 @@ def main() -> int:
                     help="python of a virtualenv with infinity-emb[server,torch]: adds the 'infinity' server")
     ap.add_argument("--infinity-model", default=None,
                     help="sentence-transformers CrossEncoder folder for infinity (default: a random-weight one "
-                         "on --model's backbone, built by benchmarks/make_ce_folder.py into a temp folder)")
+                         "on --model's backbone, built by benchmarks/quality/make_ce_folder.py into a temp folder)")
     ap.add_argument("--infinity-args", default="",
                     help="extra flags for `infinity_emb.cli v2`, one shell-quoted string, e.g. "
                          "\"--batch-size 64\"")
@@ -445,8 +440,7 @@ def main() -> int:
         ap.error("the infinity server needs --infinity-python (a virtualenv with infinity-emb[server,torch])")
     data = TextData(args.data_root, args.real20_pool)
 
-    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}  {platform.platform()}  cpus={os.cpu_count()}  "
-          f"python={platform.python_version()}  seed={args.seed}", flush=True)
+    print(machine_header(seed=args.seed), flush=True)
     for sc in (["real20"] if args.soak else ["short100"] if args.burst else args.scenarios):
         print(f"# {data.describe(sc)}", flush=True)  # loads the data (once) before any server starts
     model = args.model
@@ -510,7 +504,7 @@ def main() -> int:
                     continue
             if kind == "infinity":
                 if ce_model is None:
-                    from make_ce_folder import make_ce_folder
+                    from ..quality.make_ce_folder import make_ce_folder
 
                     ce_model = str(make_ce_folder(model, Path(tempfile.mkdtemp(prefix="serve_load_ce_")) / "ce"))
                     print(f"# infinity model: random-weight CrossEncoder on {model}'s backbone at {ce_model}",

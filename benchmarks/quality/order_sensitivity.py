@@ -8,7 +8,7 @@ ranks under each shuffle, plus how many of the top 10 stay in the top 10, and th
 change. NLI mode (one passage per sequence) is order-independent by construction and is reported as the
 control.
 
-    python benchmarks/order_sensitivity.py --model /path/to/model [--queries 50] [--passages-per-pass 8]
+    python -m benchmarks.quality.order_sensitivity --model /path/to/model [--queries 50] [--passages-per-pass 8]
         [--max-passage-tokens 48]
 """
 
@@ -18,14 +18,13 @@ import argparse
 import json
 import random
 import statistics
-from pathlib import Path
 
 import numpy as np
 from scipy.stats import kendalltau
 
 from gliclass_rerank import GLiClassReranker
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "beir_scifact"
+from ..common import SCIFACT as DATA
 
 
 def load_candidates(queries: int, candidates: int, seed: int) -> list[tuple[str, list[str]]]:

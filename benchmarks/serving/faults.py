@@ -13,8 +13,8 @@ Cases (``--cases``, all by default):
 Every figure is printed as min / median / max over ``--repeats`` runs (or over the requests of a run), with
 the command line, machine and date, as JSON lines:
 
-    python benchmarks/serve_faults.py                         # tiny random checkpoint, every case
-    python benchmarks/serve_faults.py --model DIR --cases rss side --rss-docs 200
+    python -m benchmarks.serving.faults                         # tiny random checkpoint, every case
+    python -m benchmarks.serving.faults --model DIR --cases rss side --rss-docs 200
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import shlex
 import signal
 import socket
@@ -36,11 +34,8 @@ from pathlib import Path
 
 import httpx
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
-
-from serve_load import ServerProcess, gliclass_command, tree_rss_bytes  # noqa: E402
+from ..common import machine_header, spread
+from .load import ServerProcess, gliclass_command, tree_rss_bytes
 
 MEGABYTE = 1_000_000
 WORDS = ("the river flows through the valley and into the sea near the old port while rain falls from grey "
@@ -57,14 +52,6 @@ def text_of(n_chars: int, salt: int) -> str:
         total += len(w) + 1
         i += 7
     return " ".join(words)
-
-
-def spread(values: list[float], digits: int = 3) -> dict:
-    """min / median / max of `values` (the project's way of reporting a figure)."""
-    if not values:
-        return {"n": 0}
-    return {"n": len(values), "min": round(min(values), digits), "median": round(statistics.median(values), digits),
-            "max": round(max(values), digits)}
 
 
 def start(model: str, extra: list[str]) -> ServerProcess:
@@ -96,7 +83,7 @@ def case_rss(model: str, args) -> dict:
                 "rss_mib_after_first_tenth": mib(samples[tenth - 1]), "rss_mib_at_end": mib(samples[-1]),
                 "growth_mib_after_first_tenth": mib(samples[-1] - samples[tenth - 1]),
                 "rss_mib_over_last_nine_tenths": spread([mib(s) for s in samples[tenth:]], 1),
-                "seconds_per_request": spread(seconds)}
+                "seconds_per_request": spread(seconds, 3)}
     finally:
         server.stop()
 
@@ -117,7 +104,7 @@ def case_cut(model: str, args) -> dict:
                     r = client.post("/v2/rerank", json=body)
                     times.append(time.perf_counter() - t0)
                     assert r.status_code == 200, r.text[:300]
-                out[label] = spread(times)
+                out[label] = spread(times, 3)
         return out
     finally:
         server.stop()
@@ -151,8 +138,8 @@ async def _side(url: str, args) -> dict:
                 await asyncio.sleep(0.005)
             await asyncio.gather(*(small_request() for _ in range(5)))
             await task
-    return {"case": "side", "small_alone_s": spread(alone), "small_beside_long_s": spread(beside),
-            "small_beside_long_statuses": statuses, "long_request_s": spread(long_s)}
+    return {"case": "side", "small_alone_s": spread(alone, 3), "small_beside_long_s": spread(beside, 3),
+            "small_beside_long_statuses": statuses, "long_request_s": spread(long_s, 3)}
 
 
 def case_side(model: str, args) -> dict:
@@ -246,8 +233,8 @@ def case_sigterm(model: str, args) -> dict:
             server.stop()
     per_request = statistics.median(alone)
     return {"case": "sigterm", "graceful_timeout_s": grace, "queued_requests": args.sigterm_clients,
-            "one_request_alone_s": spread(alone), "queue_drain_estimate_s": round(per_request * args.sigterm_clients, 1),
-            "exit_after_sigterm_s": spread(exits), "answers": answers}
+            "one_request_alone_s": spread(alone, 3), "queue_drain_estimate_s": round(per_request * args.sigterm_clients, 1),
+            "exit_after_sigterm_s": spread(exits, 3), "answers": answers}
 
 
 RUNNERS = {"rss": case_rss, "cut": case_cut, "side": case_side, "metrics": case_metrics, "sigterm": case_sigterm}
@@ -263,9 +250,8 @@ def main() -> int:
     ap.add_argument("--sigterm-clients", type=int, default=32, help="queued requests at SIGTERM")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
-    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {platform.platform()}  cpus={os.cpu_count()}  "
-          f"python={platform.python_version()}", flush=True)
-    print(f"# {shlex.join([sys.executable, *sys.argv])}", flush=True)
+    print(machine_header(), flush=True)
+    print(f"# {shlex.join([sys.executable, '-m', 'benchmarks.serving.faults', *sys.argv[1:]])}", flush=True)
     model = args.model
     if model is None:
         from gliclass_rerank.testing import tiny_checkpoint

@@ -1,9 +1,9 @@
 """GPU speed benchmark: gliclass-rerank against upstream `gliclass` and a sentence-transformers CrossEncoder.
 
-The CPU harness (`speed.py`) times per CPU-second with child processes for peak RSS; on a GPU the clock is
+The CPU harness (`python -m benchmarks.speed`) times per CPU-second with child processes for peak RSS; on a GPU the clock is
 the wall clock around `torch.cuda.synchronize()` and memory is the CUDA allocator's peak. The workloads
-(W1-W5 from real SciFact / TrecQA text, `speed_data.py`), the random-weight backbones at real sizes
-(`speed_ckpts.py`) and the systems (`speed_systems.py`) are the CPU benchmark's own, so the two read alike.
+(W1-W5 from real SciFact / TrecQA text, `data.py`), the random-weight backbones at real sizes
+(`ckpts.py`) and the systems (`systems.py`) are the CPU benchmark's own, so the two read alike.
 
 Systems per backbone (all on one GPU, same process, alternating runs; the first runs of each are warm-up):
   ours fp32 / bf16 / fp16  library defaults (target 320 tokens, 8,192 tokens per pass, batch 64)
@@ -13,7 +13,7 @@ Systems per backbone (all on one GPU, same process, alternating runs; the first 
                            ours fp32 packs (so fp32 scores must agree)
   ce fp32 / bf16 (bs 32), ce bf16 bs 128   `CrossEncoder(...).predict(pairs, batch_size=...)`
 
-    python benchmarks/speed_gpu.py --out /tmp/speed_gpu            # needs a CUDA device
+    python -m benchmarks.speed.gpu --out /tmp/speed_gpu           # needs a CUDA device
 
 Writes `speed_gpu.json` and `speed_gpu.md` in --out.
 """
@@ -33,13 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
-
-import speed_ckpts  # noqa: E402
-from speed_data import DATA_ROOT, Corpus, build_workloads, linear_workload  # noqa: E402
-from speed_systems import Backbone, make_system, max_abs_diff, quiet, spec_name  # noqa: E402
+from ..common import spread
+from . import ckpts as speed_ckpts
+from .data import DATA_ROOT, Corpus, build_workloads, linear_workload
+from .systems import Backbone, make_system, max_abs_diff, quiet, spec_name
 
 SYSTEMS = [
     {"family": "ours", "dtype": "float32"},
@@ -105,8 +102,7 @@ def bench_workload(systems: dict, w, repeats: int, budget_s: float) -> dict:
         if rep >= 2 and time.perf_counter() - started > budget_s:
             break
     for name, ts in times.items():
-        rates = sorted(w.n_units / t for t in ts)
-        out[name] = {"median": statistics.median(rates), "min": rates[0], "max": rates[-1], "runs": len(ts),
+        out[name] = {**spread([w.n_units / t for t in ts]), "runs": len(ts),
                      "median_ms": 1000 * statistics.median(ts), "info": live[name].info}
     # peak CUDA memory of one run above what was allocated before it (weights stay resident)
     for name, s in live.items():

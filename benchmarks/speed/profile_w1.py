@@ -1,20 +1,20 @@
 """W1 on CPU, taken apart: packed-batch shapes and token counts, preparation time, encoder-only and full
 forward time for ours against the CrossEncoder on the same backbone, then the end-to-end calls.
 
-    python benchmarks/profile_w1.py
+    python -m benchmarks.speed.profile_w1
 """
 
+import argparse
 import statistics
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-import speed_ckpts
-from speed_data import Corpus, build_workloads
-from speed_systems import Backbone, make_system, quiet
+from . import ckpts as speed_ckpts
+from .data import Corpus, build_workloads
+from .systems import Backbone, make_system, quiet
 
+argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
 quiet()
 gl, ce = speed_ckpts.build("minilm")
 bb = Backbone("minilm", gl, ce)
