@@ -9,6 +9,12 @@ One field is our own extension, `logit_bias` (see `GLiClassConfig`): a constant 
 by our fine-tuning so that its models give calibrated probabilities. Upstream's config class keeps unknown
 keys as plain attributes and its model never reads this one: upstream loads such a checkpoint and ranks
 exactly as we do, with every logit lower by `logit_bias` (so its probabilities are not calibrated).
+
+Architectures: "uni-encoder" (`modeling`), "bi-encoder" and "bi-encoder-fused" (`modeling_biencoder`). The
+bi-encoders carry a second backbone, the label encoder (`label_model_config`, named by `label_model_name`).
+Fields upstream's bi-encoder classes never read (`extract_text_features`, `class_token_pooling`,
+`embed_class_token`, `encoder_layer_id`, `squeeze_layers`, `use_segment_embeddings`, `prompt_first` for the
+plain bi-encoder) are ignored here too, so scores stay upstream's.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from transformers import AutoConfig, PretrainedConfig
 POOLING_STRATEGIES = ("first", "last", "avg", "max", "sum", "rms", "abs_max", "abs_avg")
 CLASS_TOKEN_POOLINGS = ("first", "average")
 SCORER_TYPES = ("simple", "weighted-dot", "mlp", "hopfield")
-ARCHITECTURE_TYPES = ("uni-encoder",)
+ARCHITECTURE_TYPES = ("uni-encoder", "bi-encoder", "bi-encoder-fused")
+BI_ENCODERS = ("bi-encoder", "bi-encoder-fused")
 
 LABEL_TOKEN = "<<LABEL>>"
 SEP_TOKEN = "<<SEP>>"
@@ -43,7 +50,8 @@ def _refuse(name: str, value: Any, allowed: Any) -> UnsupportedConfigError:
 
 @dataclass
 class GLiClassConfig:
-    """Validated view of a GLiClass `config.json` (architecture_type "uni-encoder").
+    """Validated view of a GLiClass `config.json` (architecture_type "uni-encoder", "bi-encoder" or
+    "bi-encoder-fused").
 
     `raw` keeps the file's full dictionary so that saving writes back every field, including those that
     only matter to upstream training code.
@@ -75,6 +83,9 @@ class GLiClassConfig:
     projector_hidden_act: str = "gelu"
     initializer_range: float = 0.03
     logit_bias: float = 0.0
+    architecture_type: str = "uni-encoder"
+    label_model_config: PretrainedConfig | None = None
+    label_model_name: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -88,13 +99,12 @@ class GLiClassConfig:
         if arch not in ARCHITECTURE_TYPES:
             raise _refuse("architecture_type", arch, list(ARCHITECTURE_TYPES))
 
+        bi_encoder = arch in BI_ENCODERS
         # Fields whose non-default values change the computation in ways we do not implement.
-        for name, default in (
-            ("use_lstm", False),
-            ("use_calibrator", False),
-            ("multimodal", False),
-            ("label_model_name", None),
-        ):
+        refused_unless_default = [("use_lstm", False), ("use_calibrator", False), ("multimodal", False)]
+        if not bi_encoder:
+            refused_unless_default.append(("label_model_name", None))
+        for name, default in refused_unless_default:
             if data.get(name, default) not in (default,):
                 raise _refuse(name, data[name], repr(default))
 
@@ -135,6 +145,18 @@ class GLiClassConfig:
         ):
             raise _refuse("logit_bias", logit_bias, "a finite number (our extension; absent means 0.0)")
 
+        label_model_config = None
+        label_model_name = None
+        if bi_encoder:
+            label_model_config = build_encoder_config(data.get("label_model_config"), "label_model_config")
+            label_model_name = data.get("label_model_name")
+            if label_model_name is not None and not isinstance(label_model_name, str):
+                raise _refuse("label_model_name", label_model_name, "a string (hub id or folder) or null")
+            if values["scorer_type"] == "hopfield":
+                # Its softmax runs across the labels scored together: a passage's score would depend on the
+                # other passages of the call, which per-passage vectors (and their cache) cannot honour.
+                raise _refuse("scorer_type", "hopfield", f"{[s for s in SCORER_TYPES if s != 'hopfield']} with {arch}")
+
         alloc = data.get("max_labels_alloc", "dynamic")
         if values["scorer_type"] == "hopfield" and alloc != "dynamic":
             # Upstream's hopfield softmax then runs over padded label slots: scores depend on padding.
@@ -164,6 +186,9 @@ class GLiClassConfig:
             projector_hidden_act=data.get("projector_hidden_act", "gelu"),
             initializer_range=float(data.get("initializer_range", 0.03)),
             logit_bias=float(logit_bias),
+            architecture_type=arch,
+            label_model_config=label_model_config,
+            label_model_name=label_model_name,
             raw=data,
             **values,
         )
@@ -182,7 +207,7 @@ class GLiClassConfig:
         data = copy.deepcopy(self.raw)
         data.update(
             model_type="GLiClass",
-            architecture_type="uni-encoder",
+            architecture_type=self.architecture_type,
             encoder_config=self.encoder_config.to_dict(),
             class_token_index=self.class_token_index,
             text_token_index=self.text_token_index,
@@ -207,6 +232,12 @@ class GLiClassConfig:
         if not data.get("encoder_model_name"):
             data["encoder_model_name"] = self.encoder_config.get_text_config()._name_or_path or "encoder"
         data.setdefault("max_labels_alloc", "dynamic")
+        if self.is_bi_encoder:
+            data["label_model_config"] = self.label_model_config.to_dict()
+            # Upstream's config builds the label encoder's config only when this names something.
+            data["label_model_name"] = self.label_model_name or (
+                self.label_model_config._name_or_path or "label-encoder"
+            )
         if self.logit_bias:
             data["logit_bias"] = float(self.logit_bias)
         else:
@@ -214,23 +245,35 @@ class GLiClassConfig:
         return data
 
     @property
+    def is_bi_encoder(self) -> bool:
+        """Whether labels are read by their own encoder ("bi-encoder" and "bi-encoder-fused")."""
+        return self.architecture_type in BI_ENCODERS
+
+    @property
+    def label_max_position_embeddings(self) -> int | None:
+        """How many positions the label encoder has (bi-encoders), if it says."""
+        if self.label_model_config is None:
+            return None
+        return getattr(self.label_model_config.get_text_config(), "max_position_embeddings", None)
+
+    @property
     def max_position_embeddings(self) -> int | None:
         """How many positions the backbone has, if it says."""
         return getattr(self.encoder_config.get_text_config(), "max_position_embeddings", None)
 
 
-def build_encoder_config(encoder_config: Any) -> PretrainedConfig:
+def build_encoder_config(encoder_config: Any, field_name: str = "encoder_config") -> PretrainedConfig:
     """Build the backbone config from the nested dictionary, with no download (as upstream does)."""
     if isinstance(encoder_config, PretrainedConfig):
         return copy.deepcopy(encoder_config)
     if encoder_config is None:
-        raise UnsupportedConfigError("GLiClass config field 'encoder_config' is missing: the backbone cannot be built")
+        raise UnsupportedConfigError(f"GLiClass config field {field_name!r} is missing: the backbone cannot be built")
     if not isinstance(encoder_config, dict):
-        raise _refuse("encoder_config", type(encoder_config).__name__, "a dictionary")
+        raise _refuse(field_name, type(encoder_config).__name__, "a dictionary")
     data = dict(encoder_config)
     # Upstream's default when the nested config names no model type.
     model_type = data.pop("model_type", "deberta-v2")
     try:
         return AutoConfig.for_model(model_type, **data)
     except ValueError as error:
-        raise _refuse("encoder_config.model_type", model_type, "a model type known to transformers") from error
+        raise _refuse(f"{field_name}.model_type", model_type, "a model type known to transformers") from error

@@ -43,6 +43,8 @@ class PieceTokenizer:
         config: the checkpoint's GLiClass config (gives the marker ids and the layout).
         max_piece_tokens: no piece is kept longer than this (the packed sequence's length is a bound anyway).
         cache_size: how many distinct strings' ids to keep.
+        markers: whether the tokenizer must hold GLiClass's `<<LABEL>>` / `<<SEP>>` markers. A bi-encoder's
+            label tokenizer (and a plain bi-encoder's text tokenizer) has none: then only `plain` is used.
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class PieceTokenizer:
         config: GLiClassConfig,
         max_piece_tokens: int,
         cache_size: int = 100_000,
+        markers: bool = True,
     ) -> None:
         self.tokenizer = tokenizer
         self.config = config
@@ -58,8 +61,8 @@ class PieceTokenizer:
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple[str, str], TokenizedPiece] = OrderedDict()
 
-        self.label_id = self._marker_id(LABEL_TOKEN, config.class_token_index, "class_token_index")
-        self.sep_id = self._marker_id(SEP_TOKEN, config.text_token_index, "text_token_index")
+        self.label_id = self._marker_id(LABEL_TOKEN, config.class_token_index, "class_token_index") if markers else None
+        self.sep_id = self._marker_id(SEP_TOKEN, config.text_token_index, "text_token_index") if markers else None
         self.prefix_ids, self.suffix_ids = self._special_tokens_around()
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         # A private copy of the Rust tokenizer: a caller's `tokenizer(..., truncation=True, max_length=3)`
@@ -101,6 +104,10 @@ class PieceTokenizer:
             return self._encode("text", SEP_TOKEN, strings)  # text follows <<SEP>>
         return self._encode("text", "", strings)  # text opens the sequence
 
+    def plain(self, strings: list[str]) -> list[TokenizedPiece]:
+        """Ids of strings read on their own (a bi-encoder's texts and labels), special tokens not included."""
+        return self._encode("plain", "", strings)
+
     def _encode(self, kind: str, marker: str, strings: list[str]) -> list[TokenizedPiece]:
         cache = self._cache
         missing = [s for s in dict.fromkeys(strings) if (kind, s) not in cache]
@@ -108,7 +115,7 @@ class PieceTokenizer:
             char_limit = self.max_piece_tokens * _MAX_CHARS_PER_TOKEN
             clipped = [s[:char_limit] for s in missing]
             encoded = self._ids([marker + s for s in clipped])
-            markers = {self.label_id, self.sep_id}
+            markers = {self.label_id, self.sep_id} - {None}
             for original, text, ids in zip(missing, clipped, encoded):
                 if marker:
                     ids = ids[1:]
