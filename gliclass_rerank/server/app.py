@@ -348,6 +348,8 @@ def create_app(
     ``max_batch_tokens`` estimated tokens / ``max_batch_requests`` requests; ``batching=False``
     runs every request alone.  ``backend`` replaces the in-process batcher (Ray Serve)."""
     metrics = metrics or ServerMetrics()
+    if getattr(reranker, "config", None) is not None and getattr(reranker.config, "is_bi_encoder", False):
+        metrics.track_passage_cache(reranker.passage_cache_stats)
     model_name = served_model_name or str(getattr(reranker, "name_or_path", None) or "gliclass")
     admission = Admission(max_queue_tokens, max_queue_requests)
     if backend is None:
