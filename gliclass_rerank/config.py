@@ -10,6 +10,13 @@ by our fine-tuning so that its models give calibrated probabilities. Upstream's 
 keys as plain attributes and its model never reads this one: upstream loads such a checkpoint and ranks
 exactly as we do, with every logit lower by `logit_bias` (so its probabilities are not calibrated).
 
+A second extension, for "bi-encoder-fused" only: `label_cosine_weight` (w). The fused model's logit gets
+w * cos(label encoder's pooled text, label encoder's pooled label) added: the text (the query) is also read
+by the label encoder, alone. Our fine-tuning starts from w = 20 and `logit_scale` = 0, so an untrained fused
+model made from a sentence encoder ranks exactly as that encoder's cosine; training then learns how much of
+the fused score to mix in. Upstream ignores the key: its logits are the fused part alone (same model, other
+ranking; docs/benchmarks.md measures the difference). Absent means 0.0 (upstream's computation).
+
 Architectures: "uni-encoder" (`modeling`), "bi-encoder" and "bi-encoder-fused" (`modeling_biencoder`). The
 bi-encoders carry a second backbone, the label encoder (`label_model_config`, named by `label_model_name`).
 Fields upstream's bi-encoder classes never read (`extract_text_features`, `class_token_pooling`,
@@ -83,6 +90,7 @@ class GLiClassConfig:
     projector_hidden_act: str = "gelu"
     initializer_range: float = 0.03
     logit_bias: float = 0.0
+    label_cosine_weight: float = 0.0
     architecture_type: str = "uni-encoder"
     label_model_config: PretrainedConfig | None = None
     label_model_name: str | None = None
@@ -138,12 +146,12 @@ class GLiClassConfig:
             raise _refuse("encoder_layer_id", layer_id, "an integer")
 
         logit_bias = data.get("logit_bias", 0.0)
-        if (
-            not isinstance(logit_bias, (int, float))
-            or isinstance(logit_bias, bool)
-            or not math.isfinite(logit_bias)
-        ):
+        if not _is_finite_number(logit_bias):
             raise _refuse("logit_bias", logit_bias, "a finite number (our extension; absent means 0.0)")
+        label_cosine_weight = data.get("label_cosine_weight", 0.0)
+        if not _is_finite_number(label_cosine_weight) or (label_cosine_weight and arch != "bi-encoder-fused"):
+            raise _refuse("label_cosine_weight", label_cosine_weight,
+                          "a finite number with architecture_type 'bi-encoder-fused' (our extension; absent means 0.0)")
 
         label_model_config = None
         label_model_name = None
@@ -186,6 +194,7 @@ class GLiClassConfig:
             projector_hidden_act=data.get("projector_hidden_act", "gelu"),
             initializer_range=float(data.get("initializer_range", 0.03)),
             logit_bias=float(logit_bias),
+            label_cosine_weight=float(label_cosine_weight),
             architecture_type=arch,
             label_model_config=label_model_config,
             label_model_name=label_model_name,
@@ -242,6 +251,10 @@ class GLiClassConfig:
             data["logit_bias"] = float(self.logit_bias)
         else:
             data.pop("logit_bias", None)
+        if self.label_cosine_weight:
+            data["label_cosine_weight"] = float(self.label_cosine_weight)
+        else:
+            data.pop("label_cosine_weight", None)
         return data
 
     @property
@@ -260,6 +273,10 @@ class GLiClassConfig:
     def max_position_embeddings(self) -> int | None:
         """How many positions the backbone has, if it says."""
         return getattr(self.encoder_config.get_text_config(), "max_position_embeddings", None)
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def build_encoder_config(encoder_config: Any, field_name: str = "encoder_config") -> PretrainedConfig:

@@ -17,7 +17,9 @@ Module and parameter names match upstream's `GLiClassBiEncoder` / `GLiClassBiEnc
 `model.safetensors` load as they are. As in `modeling`, every pooler reads only the sequence's own tokens
 (upstream pools the padded batch, labels padded to the longest label): scores never depend on the batch, and
 equal upstream's for a text or label alone in its batch. The heads run in float32. A non-zero
-`config.logit_bias` (our extension) is added to every logit.
+`config.logit_bias` (our extension) is added to every logit; a fused model's non-zero
+`config.label_cosine_weight` (our extension) adds that weight times the cosine of the text and the label, both
+read by the label encoder (`label_cosine`; see `config`).
 
 What the cache keeps is the label encoder's pooled output (`embed_labels`), before the projectors: it
 depends only on the label encoder and its tokenizer, so an index built once stays valid while the projectors
@@ -134,3 +136,10 @@ class GLiClassBiEncoderFused(GLiClassBiEncoder):
         index = batch.label_pos.clamp(max=hidden.shape[1] - 1)
         at_markers = torch.gather(hidden, 1, index[..., None].expand(-1, -1, hidden.shape[-1]))
         return self.score(text, at_markers, batch.label_mask)
+
+    def label_cosine(self, embedded_texts: torch.Tensor, embedded_labels: torch.Tensor) -> torch.Tensor:
+        """`config.label_cosine_weight` * cos of pairs of `embed_labels` outputs [N, width] -> [N] (our
+        extension: the term that lets an untrained fused model rank exactly as its label encoder's cosine)."""
+        texts = F.normalize(embedded_texts.float(), p=2, dim=-1, eps=self.epsilon)
+        labels = F.normalize(embedded_labels.float(), p=2, dim=-1, eps=self.epsilon)
+        return self.config.label_cosine_weight * (texts * labels).sum(-1)

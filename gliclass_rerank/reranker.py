@@ -36,7 +36,7 @@ from .packing import (
 )
 from .results import RerankResult, rank
 from .runtime import resolve_device, resolve_dtype
-from .tokenization import PieceTokenizer, TokenizedPiece
+from .tokenization import PieceTokenizer
 from .vector_cache import LRUVectorStore, PassageVectorCache, VectorStore, fingerprint
 
 logger = logging.getLogger(__name__)
@@ -397,9 +397,7 @@ class GLiClassReranker:
 
         if mode == "listwise" and self.config.is_bi_encoder:
             with self._lock:
-                query_pieces = self._text_pieces(queries)
-                self._warn_query_cut(max(len(p.ids) for p in query_pieces) if query_pieces else 0)
-                logits, label_cuts, _ = self._score_bi(query_pieces, passages_per_query, listwise=True)
+                logits, label_cuts, _ = self._score_bi(queries, passages_per_query, listwise=True)
             return logits, label_cuts
 
         if mode == "listwise":
@@ -432,7 +430,7 @@ class GLiClassReranker:
         """Logits for texts each read with all its labels (classify, NLI, entailment)."""
         if self.config.is_bi_encoder:
             with self._lock:
-                return self._score_bi(self._text_pieces(texts), labels_per_text, listwise=False)
+                return self._score_bi(texts, labels_per_text, listwise=False)
         with self._lock:
             rules, sequences, label_cuts, text_cuts = self.packing_rules, [], [], []
             for task, (text, labels) in enumerate(zip(self.pieces.texts(list(texts)), labels_per_text)):
@@ -446,35 +444,36 @@ class GLiClassReranker:
         return logits, label_cuts, text_cuts
 
     # ------------------------------------------------------------------ bi-encoders
-    def _text_pieces(self, texts: Sequence[str]) -> list[TokenizedPiece]:
-        """A bi-encoder's texts: alone (bi-encoder) or in the fused sequence's place for the text."""
-        if self.config.architecture_type == "bi-encoder":
-            return self.pieces.plain(list(texts))
-        return self.pieces.texts(list(texts))
-
     def _score_bi(
-        self, texts: list[TokenizedPiece], labels_per_text: Sequence[Sequence[str]], listwise: bool
+        self, texts: Sequence[str], labels_per_text: Sequence[Sequence[str]], listwise: bool
     ) -> tuple[list[np.ndarray], list[list[bool]], list[bool]]:
         """Bi-encoder logits per text and label, label cut flags, text cut flags (caller holds the lock).
 
         Listwise, the text is a query (cut to `max_query_tokens`) and the labels are passages; otherwise the
         text is a premise or a text to classify (cut to what a sequence holds) and the labels are claims or
-        class names (each label is cut by the label encoder's budget only).
+        class names. Labels are cut by the label encoder's budget only.
         """
+        model, fused = self.model, self.model.fused
+        pieces = self.pieces.texts(list(texts)) if fused else self.pieces.plain(list(texts))
+        if listwise:
+            self._warn_query_cut(max((len(p.ids) for p in pieces), default=0))
         unique = list(dict.fromkeys(label for labels in labels_per_text for label in labels))
-        vectors, cut_of = self._label_vectors(unique)
+        embedded, cut_of = self._label_vectors(unique)
         position = {label: i for i, label in enumerate(unique)}
         label_index = [np.array([position[x] for x in labels], dtype=np.int64) for labels in labels_per_text]
         label_cuts = [[cut_of[i] for i in index] for index in label_index]
-        counts = [len(labels) for labels in labels_per_text]
+        counts = [len(index) for index in label_index]
+        # flat pair p = (task_of_pair[p], row_of_pair[p]): every (text, label) pair, task by task
+        task_of_pair = np.repeat(np.arange(len(texts)), counts)
+        row_of_pair = np.concatenate(label_index) if label_index else np.zeros(0, dtype=np.int64)
         if not unique:
             return [np.zeros(0, dtype=np.float32) for _ in texts], label_cuts, [False] * len(texts)
         with torch.inference_mode():
-            projected = self.model.project_labels(vectors)  # [U, D] in the text side's space
+            projected = model.project_labels(embedded)  # [U, D] in the text side's space
 
-        if self.model.fused:
+        if fused:
             rules, sequences, text_cuts = self.packing_rules, [], []
-            for task, (text, n) in enumerate(zip(texts, counts)):
+            for task, (text, n) in enumerate(zip(pieces, counts)):
                 if listwise:
                     packed, _ = rules.query_with_passages(task, text, [MARKER_ONLY] * n)
                     text_cuts.append(len(text.ids) > self.max_query_tokens)
@@ -482,31 +481,40 @@ class GLiClassReranker:
                     packed, _, text_cut = rules.text_with_labels(task, text, [MARKER_ONLY] * n)
                     text_cuts.append(text_cut)
                 sequences.extend(packed)
-
-            flat_index = np.concatenate(label_index)
             task_offset = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
 
             def inject(batch: PackedBatch) -> torch.Tensor:
-                rows = flat_index[task_offset[batch.task_of_label] + batch.index_of_label]
+                rows = row_of_pair[task_offset[batch.task_of_label] + batch.index_of_label]
                 slots = torch.zeros(*batch.label_mask.shape, projected.shape[-1], device=self.device)
                 slots[batch.label_mask.to(self.device)] = projected[torch.from_numpy(rows).to(self.device)]
                 return slots
 
-            return self._run(sequences, counts, inject), label_cuts, text_cuts
+            logits = self._run(sequences, counts, inject)
+            if self.config.label_cosine_weight:
+                # our extension (config.label_cosine_weight): the texts read by the label encoder as well
+                label_side = self.label_pieces.plain(list(texts))
+                seqs, _ = single_sequences(label_side, self.label_pieces.prefix_ids, self.label_pieces.suffix_ids,
+                                           self.max_label_tokens)
+                embedded_texts = self._encode_sequences(seqs, model.embed_labels, self.label_pieces.pad_id)
+                with torch.inference_mode():
+                    extra = model.label_cosine(embedded_texts[torch.from_numpy(task_of_pair).to(self.device)],
+                                               embedded[torch.from_numpy(row_of_pair).to(self.device)])
+                extra = np.split(extra.cpu().numpy(), np.cumsum(counts)[:-1])
+                logits = [x + e.astype(np.float32) for x, e in zip(logits, extra)]
+            return logits, label_cuts, text_cuts
 
         specials = len(self.pieces.prefix_ids) + len(self.pieces.suffix_ids)
         budget = self.max_query_tokens if listwise else self.max_length - specials
         if not listwise and self.max_passage_tokens is not None:
             budget = min(budget, self.max_passage_tokens)
-        sequences, text_cuts = single_sequences(texts, self.pieces.prefix_ids, self.pieces.suffix_ids, budget)
-        text_vectors = self._encode_sequences(sequences, self.model.encode_texts, self.layout.pad_id)
-        logits = []
+        sequences, text_cuts = single_sequences(pieces, self.pieces.prefix_ids, self.pieces.suffix_ids, budget)
+        text_vectors = self._encode_sequences(sequences, model.encode_texts, self.layout.pad_id)
         with torch.inference_mode():
-            for t, index in enumerate(label_index):
-                labels = projected[torch.from_numpy(index).to(self.device)][None]
-                mask = torch.ones(1, len(index), dtype=torch.bool, device=self.device)
-                logits.append(self.model.score(text_vectors[t : t + 1], labels, mask)[0].float().cpu().numpy())
-        return logits, label_cuts, text_cuts
+            pair_texts = text_vectors[torch.from_numpy(task_of_pair).to(self.device)]
+            pair_labels = projected[torch.from_numpy(row_of_pair).to(self.device)][:, None]
+            mask = torch.ones(len(task_of_pair), 1, dtype=torch.bool, device=self.device)
+            flat = model.score(pair_texts, pair_labels, mask)[:, 0].float().cpu().numpy()
+        return np.split(flat, np.cumsum(counts)[:-1]), label_cuts, text_cuts
 
     def _label_vectors(self, labels: list[str]) -> tuple[torch.Tensor, list[bool]]:
         """The label encoder's pooled vectors [N, width] (on the device) and cut flags, through the cache."""
