@@ -31,13 +31,17 @@ from .packing import PackedBatch
 
 
 class FeaturesProjector(nn.Module):
-    """Two-layer projector, encoder width -> `config.hidden_size` -> encoder width (upstream's shape)."""
+    """Two-layer projector, encoder width -> `config.hidden_size` -> encoder width (upstream's shape).
 
-    def __init__(self, encoder_hidden: int, hidden: int, activation: str) -> None:
+    With `out_features`, the output width differs from the input's: upstream's `BiEncoderProjector`
+    (label encoder width -> `config.hidden_size` -> text encoder width), same parameter names.
+    """
+
+    def __init__(self, encoder_hidden: int, hidden: int, activation: str, out_features: int | None = None) -> None:
         super().__init__()
         self.linear_1 = nn.Linear(encoder_hidden, hidden)
         self.act = ACT2FN[activation]
-        self.linear_2 = nn.Linear(hidden, encoder_hidden)
+        self.linear_2 = nn.Linear(hidden, out_features or encoder_hidden)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.linear_2(self.act(self.linear_1(features)))

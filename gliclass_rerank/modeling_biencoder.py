@@ -31,24 +31,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.activations import ACT2FN
 
 from .config import GLiClassConfig
 from .modeling import SCORERS, DotScorer, FeaturesProjector, _build_encoder, pool_tokens
 from .packing import PackedBatch
-
-
-class BiEncoderProjector(nn.Module):
-    """Label encoder width -> `config.hidden_size` -> text encoder width (upstream's `BiEncoderProjector`)."""
-
-    def __init__(self, label_hidden: int, hidden: int, encoder_hidden: int, activation: str) -> None:
-        super().__init__()
-        self.linear_1 = nn.Linear(label_hidden, hidden)
-        self.act = ACT2FN[activation]
-        self.linear_2 = nn.Linear(hidden, encoder_hidden)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.linear_2(self.act(self.linear_1(features)))
 
 
 class GLiClassBiEncoder(nn.Module):
@@ -69,7 +55,8 @@ class GLiClassBiEncoder(nn.Module):
         act = config.projector_hidden_act
         self.text_projector = FeaturesProjector(encoder_hidden, config.hidden_size, act)
         self.classes_projector = FeaturesProjector(encoder_hidden, config.hidden_size, act)
-        self.biencoder_projector = BiEncoderProjector(label_hidden, config.hidden_size, encoder_hidden, act)
+        # upstream's BiEncoderProjector: label encoder width -> hidden_size -> text encoder width
+        self.biencoder_projector = FeaturesProjector(label_hidden, config.hidden_size, act, encoder_hidden)
         scorer_class = SCORERS[config.scorer_type]
         self.scorer = scorer_class() if scorer_class is DotScorer else scorer_class(config.hidden_size)
         self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))

@@ -19,17 +19,12 @@ import upstream_fixtures as uf  # before gliclass: it keeps gliclass from import
 
 pytest.importorskip("gliclass", reason="parity tests need the upstream gliclass package (pip install gliclass==0.1.21)")
 
+from test_parity import LABELS, TEXTS, TOL
+
 from gliclass_rerank import GLiClassReranker
 from gliclass_rerank.config import UnsupportedConfigError
 from gliclass_rerank.vector_cache import LRUVectorStore
 
-TOL = 1e-5
-TEXTS = [
-    "The football team won the championship after a dramatic penalty shootout.",
-    "She baked a chocolate cake with fresh strawberries and whipped cream.",
-    "Astronomers observed a distant galaxy through the new space telescope, and the central bank raised rates.",
-]
-LABELS = ["sports", "food and cooking", "finance and economy", "space science", "weather report"]
 # One label-token each: upstream pads the label batch to its longest label and pools the padding in, so
 # poolings other than "first" are compared on labels of equal length (ours pools each label alone).
 EQUAL_LENGTH_LABELS = ["sports", "science", "politics", "food", "health"]

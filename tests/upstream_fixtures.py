@@ -229,6 +229,22 @@ def _calibrate(model, tokenizer, target_std: float = 1.6) -> None:
         inner.logit_scale.fill_(min(target_std / max(cos.std().item(), 1e-6), MAX_LOGIT_SCALE))
 
 
+def _backbone_for(tokenizer, backbone: str):
+    """A tiny backbone config sized for `tokenizer` (its vocabulary and special ids)."""
+    return backbone_config(backbone, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                           cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id)
+
+
+def _with_defaults(overrides: dict, backbone: str) -> dict:
+    overrides = dict(overrides)
+    overrides.setdefault("problem_type", "multi_label_classification")
+    overrides.setdefault("dropout", 0.1)
+    # Upstream does Path(config.encoder_model_name) / "adapter_config.json" and so needs a name; real
+    # checkpoints carry the hub id of the backbone here. A name that is no folder means "no LoRA adapter".
+    overrides.setdefault("encoder_model", f"tiny-random-{backbone}")
+    return overrides
+
+
 def build_upstream_checkpoint(
     folder,
     backbone: str = "bert",
@@ -252,19 +268,8 @@ def build_upstream_checkpoint(
     tokenizer = train_tiny_tokenizer(folder)
     label_id = tokenizer.convert_tokens_to_ids(LABEL_TOKEN)
     sep_id = tokenizer.convert_tokens_to_ids(SEP_TOKEN)
-    enc_cfg = backbone_config(
-        backbone,
-        vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        cls_token_id=tokenizer.cls_token_id,
-        sep_token_id=tokenizer.sep_token_id,
-    )
-    overrides = dict(gliclass_config_overrides)
-    overrides.setdefault("problem_type", "multi_label_classification")
-    overrides.setdefault("dropout", 0.1)
-    # Upstream does Path(config.encoder_model_name) / "adapter_config.json" and so needs a name; real
-    # checkpoints carry the hub id of the backbone here. A name that is no folder means "no LoRA adapter".
-    overrides.setdefault("encoder_model", f"tiny-random-{backbone}")
+    enc_cfg = _backbone_for(tokenizer, backbone)
+    overrides = _with_defaults(gliclass_config_overrides, backbone)
     config = GLiClassModelConfig(
         encoder_config=enc_cfg.to_dict(),
         class_token_index=label_id,
@@ -453,19 +458,13 @@ def build_upstream_biencoder_checkpoint(
     label_folder = folder.parent / f"{folder.name}-label"
     tokenizer = train_tiny_tokenizer(folder)
     label_tokenizer = train_tiny_tokenizer(label_folder, vocab_size=LABEL_VOCAB)
-    enc_cfg = backbone_config(backbone, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                              cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id)
-    label_cfg = backbone_config(label_backbone, vocab_size=len(label_tokenizer),
-                                pad_token_id=label_tokenizer.pad_token_id, cls_token_id=label_tokenizer.cls_token_id,
-                                sep_token_id=label_tokenizer.sep_token_id)
+    enc_cfg = _backbone_for(tokenizer, backbone)
+    label_cfg = _backbone_for(label_tokenizer, label_backbone)
     label_cfg.hidden_size = 24  # a label encoder narrower than the text encoder: the projector maps it
     label_cfg.intermediate_size = 48
     if label_backbone == "bert":
         label_cfg.num_attention_heads = 2
-    overrides = dict(gliclass_config_overrides)
-    overrides.setdefault("problem_type", "multi_label_classification")
-    overrides.setdefault("dropout", 0.1)
-    overrides.setdefault("encoder_model", f"tiny-random-{backbone}")
+    overrides = _with_defaults(gliclass_config_overrides, backbone)
     config = GLiClassModelConfig(
         encoder_config=enc_cfg.to_dict(),
         label_model_config=label_cfg.to_dict(),
