@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE.parent))
 import numpy as np
 
 from gliclass_rerank import GLiClassReranker
-from gliclass_rerank.evaluation import GLiClassScorer, bm25_run, evaluate_systems, load_dataset
+from gliclass_rerank.evaluation import EmbeddingScorer, GLiClassScorer, bm25_run, evaluate_systems, load_dataset
 from gliclass_rerank.loading import save_pretrained
 from gliclass_rerank.training import init_biencoder_from_encoder
 from gliclass_rerank.vector_cache import LRUVectorStore
@@ -70,6 +70,9 @@ def main(argv=None) -> int:
     ap.add_argument("--vectors", default=None, help=".npz file keeping passage vectors across runs")
     ap.add_argument("--datasets", default="scifact,medline,cranfield,trecqa")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--cosine-on", default="medline",
+                    help="datasets also scored by sentence-transformers MiniLM cosine (a check that the untrained "
+                         "models equal it; costs one more encoding of the collection)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     out = Path(args.out)
@@ -117,7 +120,10 @@ def main(argv=None) -> int:
             folder = {"scifact": "beir_scifact"}.get(dataset, dataset)
             data = load_dataset(root / folder, split="test")
             run = bm25_run(data, top_k=args.depth, show_progress=False)
-            result = evaluate_systems(data, run, rerankers, depth=args.depth, out_dir=out / f"eval-{dataset}",
+            systems = list(rerankers)
+            if dataset in args.cosine_on.split(","):
+                systems.append(EmbeddingScorer(minilm(), name="minilm-cosine", max_length=256))
+            result = evaluate_systems(data, run, systems, depth=args.depth, out_dir=out / f"eval-{dataset}",
                                       show_progress=False)
         report["datasets"][dataset] = {
             "queries": len(data.queries),

@@ -188,6 +188,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="100,1000,10000", help="N for the cost-as-N-grows table")
     ap.add_argument("--cold-max", type=int, default=1000, help="largest N timed cold and for the cross-encoder")
     ap.add_argument("--encode", type=int, default=1000, help="passages encoded ahead of time for passages/s")
+    ap.add_argument("--memory-systems", default="ce,fused-warm,fused-cold,bi-warm,bi-cold")
     ap.add_argument("--skip", nargs="*", default=[], help="any of: compare sizes memory encode")
     args = ap.parse_args(argv)
     quiet()
@@ -251,7 +252,7 @@ def main(argv=None) -> int:
     if "memory" not in args.skip and "W1" in workloads:
         w = workloads["W1"]
         report["memory_W1"] = {}
-        for name in names:
+        for name in args.memory_systems.split(","):
             report["memory_W1"][name] = memory_child(name, folders, args.device,
                                                      {"queries": w.queries, "passages": w.passages})
             log(f"memory W1 {name}: {report['memory_W1'][name]}")
