@@ -13,6 +13,18 @@ exactly as we do, with every logit lower by `logit_bias` (so its probabilities a
 A second extension, `packing` (see `PACKING_KEYS`), records the layout a model was trained with (passages per
 sequence, packing target, token budgets); `GLiClassReranker.from_pretrained` scores with it unless the caller
 sets its own. Upstream ignores it too (it packs its own way).
+A third extension, for "bi-encoder-fused" only: `label_cosine_weight` (w). The fused model's logit gets
+w * cos(label encoder's pooled text, label encoder's pooled label) added: the text (the query) is also read
+by the label encoder, alone. Our fine-tuning starts from w = 20 and `logit_scale` = 0, so an untrained fused
+model made from a sentence encoder ranks exactly as that encoder's cosine; training then learns how much of
+the fused score to mix in. Upstream ignores the key: its logits are the fused part alone (same model, other
+ranking; docs/benchmarks.md measures the difference). Absent means 0.0 (upstream's computation).
+
+Architectures: "uni-encoder" (`modeling`), "bi-encoder" and "bi-encoder-fused" (`modeling_biencoder`). The
+bi-encoders carry a second backbone, the label encoder (`label_model_config`, named by `label_model_name`).
+Fields upstream's bi-encoder classes never read (`extract_text_features`, `class_token_pooling`,
+`embed_class_token`, `encoder_layer_id`, `squeeze_layers`, `use_segment_embeddings`, `prompt_first` for the
+plain bi-encoder) are ignored here too, so scores stay upstream's.
 """
 
 from __future__ import annotations
@@ -29,7 +41,8 @@ from transformers import AutoConfig, PretrainedConfig
 POOLING_STRATEGIES = ("first", "last", "avg", "max", "sum", "rms", "abs_max", "abs_avg")
 CLASS_TOKEN_POOLINGS = ("first", "average")
 SCORER_TYPES = ("simple", "weighted-dot", "mlp", "hopfield")
-ARCHITECTURE_TYPES = ("uni-encoder",)
+ARCHITECTURE_TYPES = ("uni-encoder", "bi-encoder", "bi-encoder-fused")
+BI_ENCODERS = ("bi-encoder", "bi-encoder-fused")
 
 # Our `packing` extension: the reranker options a trained model's layout consists of. Values are integers
 # >= 1, or null where null means something (no packing target, no passage cap).
@@ -52,7 +65,8 @@ def _refuse(name: str, value: Any, allowed: Any) -> UnsupportedConfigError:
 
 @dataclass
 class GLiClassConfig:
-    """Validated view of a GLiClass `config.json` (architecture_type "uni-encoder").
+    """Validated view of a GLiClass `config.json` (architecture_type "uni-encoder", "bi-encoder" or
+    "bi-encoder-fused").
 
     `raw` keeps the file's full dictionary so that saving writes back every field, including those that
     only matter to upstream training code.
@@ -90,6 +104,10 @@ class GLiClassConfig:
     initializer_range: float = 0.03
     logit_bias: float = 0.0
     packing: dict[str, int | None] = field(default_factory=dict)
+    label_cosine_weight: float = 0.0
+    architecture_type: str = "uni-encoder"
+    label_model_config: PretrainedConfig | None = None
+    label_model_name: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -107,13 +125,12 @@ class GLiClassConfig:
         if arch not in ARCHITECTURE_TYPES:
             raise _refuse("architecture_type", arch, list(ARCHITECTURE_TYPES))
 
+        bi_encoder = arch in BI_ENCODERS
         # Fields whose non-default values change the computation in ways we do not implement.
-        for name, default in (
-            ("use_lstm", False),
-            ("use_calibrator", False),
-            ("multimodal", False),
-            ("label_model_name", None),
-        ):
+        refused_unless_default = [("use_lstm", False), ("use_calibrator", False), ("multimodal", False)]
+        if not bi_encoder:
+            refused_unless_default.append(("label_model_name", None))
+        for name, default in refused_unless_default:
             if data.get(name, default) not in (default,):
                 raise _refuse(name, data[name], repr(default))
 
@@ -147,12 +164,24 @@ class GLiClassConfig:
             raise _refuse("encoder_layer_id", layer_id, "an integer")
 
         logit_bias = data.get("logit_bias", 0.0)
-        if (
-            not isinstance(logit_bias, (int, float))
-            or isinstance(logit_bias, bool)
-            or not math.isfinite(logit_bias)
-        ):
+        if not _is_finite_number(logit_bias):
             raise _refuse("logit_bias", logit_bias, "a finite number (our extension; absent means 0.0)")
+        label_cosine_weight = data.get("label_cosine_weight", 0.0)
+        if not _is_finite_number(label_cosine_weight) or (label_cosine_weight and arch != "bi-encoder-fused"):
+            raise _refuse("label_cosine_weight", label_cosine_weight,
+                          "a finite number with architecture_type 'bi-encoder-fused' (our extension; absent means 0.0)")
+
+        label_model_config = None
+        label_model_name = None
+        if bi_encoder:
+            label_model_config = build_encoder_config(data.get("label_model_config"), "label_model_config")
+            label_model_name = data.get("label_model_name")
+            if label_model_name is not None and not isinstance(label_model_name, str):
+                raise _refuse("label_model_name", label_model_name, "a string (hub id or folder) or null")
+            if values["scorer_type"] == "hopfield":
+                # Its softmax runs across the labels scored together: a passage's score would depend on the
+                # other passages of the call, which per-passage vectors (and their cache) cannot honour.
+                raise _refuse("scorer_type", "hopfield", f"{[s for s in SCORER_TYPES if s != 'hopfield']} with {arch}")
 
         alloc = data.get("max_labels_alloc", "dynamic")
         if values["scorer_type"] == "hopfield" and alloc != "dynamic":
@@ -184,6 +213,10 @@ class GLiClassConfig:
             initializer_range=float(data.get("initializer_range", 0.03)),
             logit_bias=float(logit_bias),
             packing=read_packing(data.get("packing")),
+            label_cosine_weight=float(label_cosine_weight),
+            architecture_type=arch,
+            label_model_config=label_model_config,
+            label_model_name=label_model_name,
             raw=data,
             **values,
         )
@@ -213,7 +246,7 @@ class GLiClassConfig:
         data = copy.deepcopy(self.raw)
         data.update(
             model_type="GLiClass",
-            architecture_type="uni-encoder",
+            architecture_type=self.architecture_type,
             encoder_config=self.encoder_config.to_dict(),
             class_token_index=self.class_token_index,
             text_token_index=self.text_token_index,
@@ -238,6 +271,12 @@ class GLiClassConfig:
         if not data.get("encoder_model_name"):
             data["encoder_model_name"] = self.encoder_config.get_text_config()._name_or_path or "encoder"
         data.setdefault("max_labels_alloc", "dynamic")
+        if self.is_bi_encoder:
+            data["label_model_config"] = self.label_model_config.to_dict()
+            # Upstream's config builds the label encoder's config only when this names something.
+            data["label_model_name"] = self.label_model_name or (
+                self.label_model_config._name_or_path or "label-encoder"
+            )
         if self.logit_bias:
             data["logit_bias"] = float(self.logit_bias)
         else:
@@ -246,7 +285,23 @@ class GLiClassConfig:
             data["packing"] = dict(self.packing)
         else:
             data.pop("packing", None)
+        if self.label_cosine_weight:
+            data["label_cosine_weight"] = float(self.label_cosine_weight)
+        else:
+            data.pop("label_cosine_weight", None)
         return data
+
+    @property
+    def is_bi_encoder(self) -> bool:
+        """Whether labels are read by their own encoder ("bi-encoder" and "bi-encoder-fused")."""
+        return self.architecture_type in BI_ENCODERS
+
+    @property
+    def label_max_position_embeddings(self) -> int | None:
+        """How many positions the label encoder has (bi-encoders), if it says."""
+        if self.label_model_config is None:
+            return None
+        return getattr(self.label_model_config.get_text_config(), "max_position_embeddings", None)
 
     @property
     def max_position_embeddings(self) -> int | None:
@@ -274,18 +329,22 @@ def read_packing(value: Any) -> dict[str, int | None]:
     return packing
 
 
-def build_encoder_config(encoder_config: Any) -> PretrainedConfig:
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def build_encoder_config(encoder_config: Any, field_name: str = "encoder_config") -> PretrainedConfig:
     """Build the backbone config from the nested dictionary, with no download (as upstream does)."""
     if isinstance(encoder_config, PretrainedConfig):
         return copy.deepcopy(encoder_config)
     if encoder_config is None:
-        raise UnsupportedConfigError("GLiClass config field 'encoder_config' is missing: the backbone cannot be built")
+        raise UnsupportedConfigError(f"GLiClass config field {field_name!r} is missing: the backbone cannot be built")
     if not isinstance(encoder_config, dict):
-        raise _refuse("encoder_config", type(encoder_config).__name__, "a dictionary")
+        raise _refuse(field_name, type(encoder_config).__name__, "a dictionary")
     data = dict(encoder_config)
     # Upstream's default when the nested config names no model type.
     model_type = data.pop("model_type", "deberta-v2")
     try:
         return AutoConfig.for_model(model_type, **data)
     except ValueError as error:
-        raise _refuse("encoder_config.model_type", model_type, "a model type known to transformers") from error
+        raise _refuse(f"{field_name}.model_type", model_type, "a model type known to transformers") from error

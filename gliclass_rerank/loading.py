@@ -5,6 +5,11 @@ with the backbone's config nested under `encoder_config`), `model.safetensors` (
 read only with `torch.load(weights_only=True)`) and the tokenizer files. Hub ids go through
 `huggingface_hub`'s standard download and cache, so `HF_HOME`, `HF_HUB_OFFLINE` and tokens work as usual;
 remote code is never run.
+
+Bi-encoder checkpoints ("bi-encoder", "bi-encoder-fused") also need the label encoder's tokenizer. We save it
+in the checkpoint folder under `label_tokenizer/` so a local folder loads offline; a checkpoint without
+that folder (upstream writes none) falls back to `label_model_name`, as upstream's pipeline does (a local
+folder, or a Hub id through the usual cache).
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ from transformers.utils import logging as transformers_logging
 
 from .config import GLiClassConfig
 from .modeling import GLiClassUniEncoder
+from .modeling_biencoder import GLiClassBiEncoder, GLiClassBiEncoderFused
 
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
 PYTORCH_NAME = "pytorch_model.bin"
+LABEL_TOKENIZER_FOLDER = "label_tokenizer"
 # Upstream wraps the architecture in `GLiClassModel.model`.
 STATE_PREFIX = "model."
 
@@ -132,10 +139,10 @@ def load_model(
     attn_implementation: str | None = "sdpa",
     token=None,
     revision=None,
-) -> GLiClassUniEncoder:
+) -> GLiClassUniEncoder | GLiClassBiEncoder:
     """Build the architecture from `config.json` and load its weights; refuses missing weights."""
     config = config or load_config(name_or_path, token=token, revision=revision)
-    model = GLiClassUniEncoder(config, attn_implementation=attn_implementation)
+    model = build_model(config, attn_implementation=attn_implementation)
     state = load_state_dict(name_or_path, token=token, revision=revision)
     expected = model.state_dict()
     for key, value in state.items():
@@ -154,29 +161,65 @@ def load_model(
     return model.eval()
 
 
-def load_tokenizer(name_or_path: str | os.PathLike, *, token=None, revision=None) -> PreTrainedTokenizerBase:
+def build_model(config: GLiClassConfig, attn_implementation: str | None = "sdpa") -> GLiClassUniEncoder | GLiClassBiEncoder:
+    """The (randomly initialised) architecture `config.architecture_type` names."""
+    classes = {"uni-encoder": GLiClassUniEncoder, "bi-encoder": GLiClassBiEncoder,
+               "bi-encoder-fused": GLiClassBiEncoderFused}
+    return classes[config.architecture_type](config, attn_implementation=attn_implementation)
+
+
+def load_label_tokenizer(
+    name_or_path: str | os.PathLike, config: GLiClassConfig, *, token=None, revision=None
+) -> PreTrainedTokenizerBase:
+    """A bi-encoder's label tokenizer: the checkpoint's `label_tokenizer/` folder, else `label_model_name`."""
+    folder = Path(name_or_path)
+    if folder.is_dir():
+        if (folder / LABEL_TOKENIZER_FOLDER).is_dir():
+            return load_tokenizer(folder / LABEL_TOKENIZER_FOLDER)
+    elif resolve_file(name_or_path, f"{LABEL_TOKENIZER_FOLDER}/tokenizer_config.json", token=token,
+                      revision=revision) is not None:
+        return load_tokenizer(name_or_path, token=token, revision=revision, subfolder=LABEL_TOKENIZER_FOLDER)
+    if not config.label_model_name:
+        raise FileNotFoundError(
+            f"{name_or_path!s} has no {LABEL_TOKENIZER_FOLDER}/ folder and config.json names no label_model_name: "
+            "the label encoder's tokenizer cannot be found"
+        )
+    try:
+        return load_tokenizer(config.label_model_name)
+    except OSError as error:
+        raise FileNotFoundError(
+            f"{name_or_path!s} has no {LABEL_TOKENIZER_FOLDER}/ folder and its label_model_name "
+            f"{config.label_model_name!r} gives no tokenizer ({error}); save the label encoder's tokenizer in "
+            f"{Path(str(name_or_path)) / LABEL_TOKENIZER_FOLDER}"
+        ) from error
+
+
+def load_tokenizer(
+    name_or_path: str | os.PathLike, *, token=None, revision=None, subfolder: str = ""
+) -> PreTrainedTokenizerBase:
     """The checkpoint's own tokenizer (fast when available), never with remote code."""
     # AutoTokenizer peeks at config.json and warns that "GLiClass" is no transformers model type: expected.
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()
     try:
         return AutoTokenizer.from_pretrained(
-            str(name_or_path), token=token, revision=revision, trust_remote_code=False
+            str(name_or_path), token=token, revision=revision, trust_remote_code=False, subfolder=subfolder
         )
     finally:
         transformers_logging.set_verbosity(verbosity)
 
 
 def save_pretrained(
-    model: GLiClassUniEncoder,
+    model: GLiClassUniEncoder | GLiClassBiEncoder,
     tokenizer: PreTrainedTokenizerBase | None,
     folder: str | os.PathLike,
     *,
     config: GLiClassConfig | None = None,
+    label_tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> Path:
     """Write `model` in upstream's GLiClass format: loadable here and by the `gliclass` package.
 
-    `config` replaces `model.config` in the written `config.json` (the trainer writes its learned
+    A bi-encoder's `label_tokenizer` goes to `label_tokenizer/`, so the folder loads offline. `config` replaces `model.config` in the written `config.json` (the trainer writes its learned
     `logit_bias` this way without changing the model it keeps training).
     """
     folder = Path(folder)
@@ -190,4 +233,6 @@ def save_pretrained(
     save_file(state, str(folder / SAFETENSORS_NAME), metadata={"format": "pt"})
     if tokenizer is not None:
         tokenizer.save_pretrained(str(folder))
+    if label_tokenizer is not None:
+        label_tokenizer.save_pretrained(str(folder / LABEL_TOKENIZER_FOLDER))
     return folder

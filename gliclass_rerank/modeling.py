@@ -31,13 +31,17 @@ from .packing import PackedBatch
 
 
 class FeaturesProjector(nn.Module):
-    """Two-layer projector, encoder width -> `config.hidden_size` -> encoder width (upstream's shape)."""
+    """Two-layer projector, encoder width -> `config.hidden_size` -> encoder width (upstream's shape).
 
-    def __init__(self, encoder_hidden: int, hidden: int, activation: str) -> None:
+    With `out_features`, the output width differs from the input's: upstream's `BiEncoderProjector`
+    (label encoder width -> `config.hidden_size` -> text encoder width), same parameter names.
+    """
+
+    def __init__(self, encoder_hidden: int, hidden: int, activation: str, out_features: int | None = None) -> None:
         super().__init__()
         self.linear_1 = nn.Linear(encoder_hidden, hidden)
         self.act = ACT2FN[activation]
-        self.linear_2 = nn.Linear(hidden, encoder_hidden)
+        self.linear_2 = nn.Linear(hidden, out_features or encoder_hidden)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.linear_2(self.act(self.linear_1(features)))
@@ -192,35 +196,9 @@ class GLiClassUniEncoder(nn.Module):
 
     def pool_text(self, hidden: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
         """The text vector [B, D], as upstream pools a sequence alone in its batch."""
-        cfg = self.config
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
-        positions = torch.arange(hidden.shape[1], device=hidden.device)[None, :]
-        lengths = batch.seq_lens
-        # Upstream reads the text from <<SEP>> on when extract_text_features is set, else the whole sequence;
-        # the slots it shifts past the end are zeros, and means divide by the whole sequence's length.
-        start = batch.sep_pos if cfg.extract_text_features else torch.zeros_like(lengths)
-        mask = ((positions >= start[:, None]) & (positions < lengths[:, None])).to(hidden.dtype)[..., None]
-        count = lengths.to(hidden.dtype)[:, None]
-        has_zero_slots = (start > 0)[:, None]
-        strategy = cfg.pooling_strategy
-        if strategy == "first":
-            return hidden[rows, start]
-        if strategy == "last":
-            last = hidden[rows, lengths - 1]
-            return torch.where(has_zero_slots, torch.zeros_like(last), last)
-        if strategy == "avg":
-            return (hidden * mask).sum(1) / count
-        if strategy == "sum":
-            return (hidden * mask).sum(1)
-        if strategy == "rms":
-            return ((hidden.pow(2) * mask).sum(1) / count).sqrt()
-        if strategy == "abs_max":
-            return (hidden.abs() * mask).amax(1)
-        if strategy == "abs_avg":
-            return (hidden.abs() * mask).sum(1) / count
-        # "max": the zero slots take part in upstream's max.
-        best = hidden.masked_fill(mask == 0, float("-inf")).amax(1)
-        return torch.where(has_zero_slots, best.clamp_min(0.0), best)
+        # Upstream reads the text from <<SEP>> on when extract_text_features is set, else the whole sequence.
+        start = batch.sep_pos if self.config.extract_text_features else torch.zeros_like(batch.seq_lens)
+        return pool_tokens(hidden, batch.seq_lens, self.config.pooling_strategy, start)
 
     def pool_labels(self, hidden: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
         """One vector per label slot [B, K, D]: its marker token (or the next) or the mean of its span."""
@@ -255,6 +233,42 @@ class GLiClassUniEncoder(nn.Module):
         """The small modules on top of the encoder (kept in float32)."""
         names = ("text_projector", "classes_projector", "scorer", "segment_embeddings", "layer_wise_attention")
         return [getattr(self, n) for n in names if hasattr(self, n)]
+
+
+def pool_tokens(
+    hidden: torch.Tensor, lengths: torch.Tensor, strategy: str, start: torch.Tensor | None = None
+) -> torch.Tensor:
+    """One vector per sequence [B, D] by upstream's `pooling_strategy`, over each sequence's own tokens.
+
+    Upstream pools the padded batch; this is what it computes for a sequence alone in its batch. With
+    `start` (upstream's extract_text_features), pooling reads the window of `length` slots from `start` on,
+    zero-filled past the end: means divide by the whole length and "max" sees the zero slots, as upstream's.
+    """
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    positions = torch.arange(hidden.shape[1], device=hidden.device)[None, :]
+    if start is None:
+        start = torch.zeros_like(lengths)
+    mask = ((positions >= start[:, None]) & (positions < lengths[:, None])).to(hidden.dtype)[..., None]
+    count = lengths.to(hidden.dtype)[:, None]
+    has_zero_slots = (start > 0)[:, None]
+    if strategy == "first":
+        return hidden[rows, start]
+    if strategy == "last":
+        last = hidden[rows, lengths - 1]
+        return torch.where(has_zero_slots, torch.zeros_like(last), last)
+    if strategy == "avg":
+        return (hidden * mask).sum(1) / count
+    if strategy == "sum":
+        return (hidden * mask).sum(1)
+    if strategy == "rms":
+        return ((hidden.pow(2) * mask).sum(1) / count).sqrt()
+    if strategy == "abs_max":
+        return (hidden.abs() * mask).amax(1)
+    if strategy == "abs_avg":
+        return (hidden.abs() * mask).sum(1) / count
+    # "max": the zero slots take part in upstream's max.
+    best = hidden.masked_fill(mask == 0, float("-inf")).amax(1)
+    return torch.where(has_zero_slots, best.clamp_min(0.0), best)
 
 
 def _build_encoder(encoder_config, attn_implementation: str | None) -> nn.Module:

@@ -13,6 +13,10 @@ labels. Besides the hard cap `max_length`, a soft `target_length` stops adding l
 pass it (a sequence always takes at least one label): attention grows with the square of the length, and
 measured on CPU, sequences of ~150-320 tokens score the most passages per second (docs/benchmarks.md).
 Sequences are then batched in length order, by a token budget, so that little padding is computed.
+
+Bi-encoders (`modeling_biencoder`) read each label on its own and each text on its own (`single_sequences`);
+the fused one packs the text with one bare `<<LABEL>>` marker per label (`MARKER_ONLY` pieces, whose input
+embedding the model replaces by the label's vector), laid out by the same `pack_task`.
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ class Layout:
 
     prefix: tuple[int, ...]
     suffix: tuple[int, ...]
-    label_id: int
-    sep_id: int
+    label_id: int | None  # None: a bi-encoder tokenizer without GLiClass markers
+    sep_id: int | None
     pad_id: int
     prompt_first: bool
     extract_text_features: bool
@@ -165,6 +169,23 @@ def pack_task(
         label_end = label_pos[1:] + [last_end]
         sequences.append(PackedSequence(ids, task, group, label_pos, label_end, sep_pos))
     return sequences, cut_flags
+
+
+# A label that occupies only its `<<LABEL>>` marker: a fused bi-encoder's label, read by its own encoder.
+MARKER_ONLY = TokenizedPiece((), False)
+
+
+def single_sequences(
+    pieces: Sequence[TokenizedPiece], prefix: Sequence[int], suffix: Sequence[int], max_tokens: int
+) -> tuple[list[PackedSequence], list[bool]]:
+    """One sequence per piece, `prefix + ids + suffix`, the ids cut to `max_tokens` (sequence i is task i);
+    and per piece whether it was cut (by the tokenizer's cap or here)."""
+    sequences, cuts = [], []
+    for task, piece in enumerate(pieces):
+        ids = [*prefix, *piece.ids[:max_tokens], *suffix]
+        sequences.append(PackedSequence(ids, task, [], [], [], 0))
+        cuts.append(piece.cut or len(piece.ids) > max_tokens)
+    return sequences, cuts
 
 
 def cap_piece(piece: TokenizedPiece, limit: int | None) -> TokenizedPiece:

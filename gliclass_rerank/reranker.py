@@ -2,6 +2,10 @@
 
 Every call goes the same way: strings -> cached token ids (`tokenization`) -> packed, length-sorted batches
 (`packing`) -> the model (`modeling`) -> logits scattered back to their inputs -> results (`results`).
+
+Bi-encoders (`modeling_biencoder`) take the same path with one more stage before the model: each label
+(listwise: each passage) gets its vector from the label encoder, read from and written to a passage-vector
+cache (`vector_cache`), so a passage seen before costs no encoder work at all.
 """
 
 from __future__ import annotations
@@ -17,13 +21,24 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import GLiClassConfig
-from .loading import load_config, load_model, load_tokenizer, save_pretrained
+from .loading import load_config, load_label_tokenizer, load_model, load_tokenizer, save_pretrained
 from .modeling import GLiClassUniEncoder
-from .packing import Layout, PackedSequence, PackingRules, collate, plan_batches
+from .modeling_biencoder import GLiClassBiEncoder
+from .packing import (
+    MARKER_ONLY,
+    Layout,
+    PackedBatch,
+    PackedSequence,
+    PackingRules,
+    collate,
+    plan_batches,
+    single_sequences,
+)
 from .results import RerankResult, rank
 from .runtime import resolve_device, resolve_dtype
 from .tokenization import DEFAULT_CACHE_BYTES as DEFAULT_TOKEN_CACHE_BYTES
 from .tokenization import PieceTokenizer, check_unicode
+from .vector_cache import LRUVectorStore, PassageVectorCache, VectorStore, fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +56,9 @@ from .defaults import (  # noqa: E402,F401  (re-exported: the knobs' defaults li
     GPU_MAX_BATCH_TOKENS,
 )
 from .defaults import positive_int as _positive_int  # noqa: E402
+
+# Bi-encoders: the passage-vector cache's bound (~144,000 passages of a 384-wide label encoder: 1,860 bytes each).
+DEFAULT_PASSAGE_CACHE_BYTES = 256 * 1024**2
 
 
 class GLiClassReranker:
@@ -78,6 +96,17 @@ class GLiClassReranker:
             little (docs/benchmarks.md, section 3). None keeps full precision.
         compile: `torch.compile` the encoder (dynamic shapes): 1.15x on long passages on CPU, but tens of
             seconds of compilation on the first calls; `warm_up()` pays them up front.
+        label_tokenizer: a bi-encoder's label tokenizer (required for "bi-encoder" / "bi-encoder-fused").
+        passage_cache_bytes: bi-encoders: the in-memory passage-vector cache's bound in bytes (vectors plus
+            ~320 bytes per entry; least recently used dropped first; 0 disables it). Default 256 MiB.
+        passage_store: bi-encoders: a `vector_cache.VectorStore` to keep passage vectors in instead (shared
+            between rerankers, or another back-end); `passage_cache_bytes` is then unused.
+
+    Bi-encoder checkpoints ("bi-encoder", "bi-encoder-fused") score the same calls. Listwise, each passage is
+    a label read by the label encoder alone (cut to that encoder's length or `max_passage_tokens`, reported
+    as `truncated`), its vector cached by `fingerprint + text` (`passage_cache_stats`, `encode_passages`); the
+    fused model reads the query with one marker token per passage, as many per sequence as `max_length`
+    allows (`passages_per_pass` / `target_length` bound them only when given).
     """
 
     def __init__(
@@ -88,7 +117,7 @@ class GLiClassReranker:
         device: str | torch.device = "auto",
         dtype: str | torch.dtype = "auto",
         passages_per_pass: int | None = None,
-        target_length: int | None = DEFAULT_TARGET_LENGTH,
+        target_length: int | None | Literal["auto"] = "auto",
         max_length: int | None = None,
         max_query_tokens: int | None = None,
         max_passage_tokens: int | None = None,
@@ -99,8 +128,12 @@ class GLiClassReranker:
         compile: bool = False,
         name_or_path: str | None = None,
         token_cache_bytes: int = DEFAULT_TOKEN_CACHE_BYTES,
+        label_tokenizer=None,
+        passage_cache_bytes: int = DEFAULT_PASSAGE_CACHE_BYTES,
+        passage_store: VectorStore | None = None,
     ) -> None:
         self.config: GLiClassConfig = model.config
+        fused = self.config.architecture_type == "bi-encoder-fused"
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         positions = self.config.max_position_embeddings or DEFAULT_MAX_LENGTH
@@ -110,8 +143,11 @@ class GLiClassReranker:
         if self.max_length > positions:
             raise ValueError(f"max_length={self.max_length} exceeds the backbone's {positions} positions")
         if passages_per_pass is None:
-            passages_per_pass = DEFAULT_PASSAGES_PER_PASS
+            # a fused model's passage costs one token: a sequence takes as many as max_length allows
+            passages_per_pass = self.max_length if fused else DEFAULT_PASSAGES_PER_PASS
         self.passages_per_pass = _positive_int("passages_per_pass", passages_per_pass)
+        if target_length == "auto":
+            target_length = None if fused else DEFAULT_TARGET_LENGTH
         self.max_passage_tokens = None if max_passage_tokens is None else _positive_int(
             "max_passage_tokens", max_passage_tokens
         )
@@ -124,9 +160,16 @@ class GLiClassReranker:
         self.show_progress_bar = show_progress_bar
         self.name_or_path = name_or_path
         self.tokenizer = tokenizer
+        # A plain bi-encoder reads texts alone: its tokenizer needs no GLiClass markers.
+        markers = self.config.architecture_type != "bi-encoder"
         self.pieces = PieceTokenizer(tokenizer, self.config, max_piece_tokens=self.max_length,
-                                     cache_bytes=token_cache_bytes)
+                                     cache_bytes=token_cache_bytes, markers=markers)
         self.layout = Layout.from_tokenizer(self.pieces)
+        self.label_tokenizer = label_tokenizer
+        self.label_pieces: PieceTokenizer | None = None
+        self._passage_cache: PassageVectorCache | None = None
+        if self.config.is_bi_encoder:
+            self._init_label_side(label_tokenizer, passage_cache_bytes, passage_store)
         # the query (or a hypothesis) plus one <<LABEL>> marker and one passage token must fit a sequence
         room = self.layout.query_room(self.max_length)
         if max_query_tokens is None:
@@ -137,9 +180,33 @@ class GLiClassReranker:
                 f"max_query_tokens={self.max_query_tokens} leaves no room for a passage in max_length="
                 f"{self.max_length} (at most {room}): lower max_query_tokens or raise max_length"
             )
+        if self.config.is_bi_encoder:
+            # The stored weights, and what changes the vectors computed from them: budget, precision, device.
+            self._passage_cache.fingerprint = fingerprint(
+                [model.label_encoder], label_tokenizer, pooling=self.config.pooling_strategy,
+                max_label_tokens=self.max_label_tokens, dtype=str(self.dtype), quantize=quantize,
+                device_type=self.device.type,
+            )
         self.model = self._prepare(model, quantize, compile)
         self._lock = threading.Lock()
         self._warned_query_cut = False
+
+    def _init_label_side(self, label_tokenizer, cache_bytes: int, store: VectorStore | None) -> None:
+        """The label tokenizer, its token budget and the passage-vector cache of a bi-encoder."""
+        if label_tokenizer is None:
+            raise ValueError(f"a {self.config.architecture_type} checkpoint needs its label_tokenizer")
+        positions = self.config.label_max_position_embeddings or DEFAULT_MAX_LENGTH
+        self.label_pieces = PieceTokenizer(label_tokenizer, self.config, max_piece_tokens=positions, markers=False)
+        specials = len(self.label_pieces.prefix_ids) + len(self.label_pieces.suffix_ids)
+        budget = min(positions, DEFAULT_MAX_LENGTH) - specials
+        if self.max_passage_tokens is not None:
+            budget = min(budget, self.max_passage_tokens)
+        self.max_label_tokens = budget
+        if store is None:
+            store = LRUVectorStore(cache_bytes)
+        elif not isinstance(store, VectorStore):
+            raise TypeError(f"passage_store must have get_many/put_many (vector_cache.VectorStore), got {store!r:.80}")
+        self._passage_cache = PassageVectorCache(store, fingerprint="")
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -167,6 +234,10 @@ class GLiClassReranker:
             name_or_path, config=config, attn_implementation=attn_implementation, token=token, revision=revision
         )
         tokenizer = load_tokenizer(name_or_path, token=token, revision=revision)
+        if config.is_bi_encoder:
+            options.setdefault(
+                "label_tokenizer", load_label_tokenizer(name_or_path, config, token=token, revision=revision)
+            )
         stored = {key: value for key, value in config.packing.items() if key not in options}
         try:
             return cls(model, tokenizer, device=device, dtype=dtype, name_or_path=str(name_or_path),
@@ -178,12 +249,14 @@ class GLiClassReranker:
                              "values to override them)") from None
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
-        """Write the checkpoint in upstream's GLiClass format."""
-        save_pretrained(self.model, self.tokenizer, folder)
+        """Write the checkpoint in upstream's GLiClass format (a bi-encoder's label tokenizer included)."""
+        save_pretrained(self.model, self.tokenizer, folder, label_tokenizer=self.label_tokenizer)
 
-    def _prepare(self, model: GLiClassUniEncoder, quantize: str | None, compile: bool) -> GLiClassUniEncoder:
+    def _prepare(self, model: GLiClassUniEncoder | GLiClassBiEncoder, quantize: str | None, compile: bool):
         model = model.to(self.device).eval()
-        model.encoder_model.to(self.dtype)
+        encoder_names = [n for n in ("encoder_model", "label_encoder") if hasattr(model, n)]
+        for name in encoder_names:
+            getattr(model, name).to(self.dtype)
         for head in model.heads():
             head.float()
         model.logit_scale.data = model.logit_scale.data.float()
@@ -195,11 +268,14 @@ class GLiClassReranker:
             with warnings.catch_warnings():
                 # Deprecated in favour of torchao, yet still the one dynamic int8 path in stock torch.
                 warnings.simplefilter("ignore")
-                model.encoder_model = torch.ao.quantization.quantize_dynamic(
-                    model.encoder_model, {torch.nn.Linear}, dtype=torch.qint8
-                )
+                for name in encoder_names:
+                    quantized = torch.ao.quantization.quantize_dynamic(
+                        getattr(model, name), {torch.nn.Linear}, dtype=torch.qint8
+                    )
+                    setattr(model, name, quantized)
         if compile:
-            model.encoder_model = torch.compile(model.encoder_model, dynamic=True)
+            for name in encoder_names:
+                setattr(model, name, torch.compile(getattr(model, name), dynamic=True))
         return model
 
     def __repr__(self) -> str:
@@ -335,6 +411,11 @@ class GLiClassReranker:
         for passages in passages_per_query:
             _check_passages(passages)
 
+        if mode == "listwise" and self.config.is_bi_encoder:
+            with self._lock:
+                logits, label_cuts, _ = self._score_bi(queries, passages_per_query, listwise=True)
+            return logits, label_cuts
+
         if mode == "listwise":
             with self._lock:
                 query_pieces = self.pieces.texts(list(queries))
@@ -363,6 +444,9 @@ class GLiClassReranker:
         self, texts: Sequence[str], labels_per_text: Sequence[Sequence[str]]
     ) -> tuple[list[np.ndarray], list[list[bool]], list[bool]]:
         """Logits for texts each read with all its labels (classify, NLI, entailment)."""
+        if self.config.is_bi_encoder:
+            with self._lock:
+                return self._score_bi(texts, labels_per_text, listwise=False)
         with self._lock:
             rules, sequences, label_cuts, text_cuts = self.packing_rules, [], [], []
             for task, (text, labels) in enumerate(zip(self.pieces.texts(list(texts)), labels_per_text)):
@@ -374,6 +458,138 @@ class GLiClassReranker:
                 text_cuts.append(text_cut)
             logits = self._run(sequences, [len(c) for c in label_cuts])
         return logits, label_cuts, text_cuts
+
+    # ------------------------------------------------------------------ bi-encoders
+    def _score_bi(
+        self, texts: Sequence[str], labels_per_text: Sequence[Sequence[str]], listwise: bool
+    ) -> tuple[list[np.ndarray], list[list[bool]], list[bool]]:
+        """Bi-encoder logits per text and label, label cut flags, text cut flags (caller holds the lock).
+
+        Listwise, the text is a query (cut to `max_query_tokens`) and the labels are passages; otherwise the
+        text is a premise or a text to classify (cut to what a sequence holds) and the labels are claims or
+        class names. Labels are cut by the label encoder's budget only.
+        """
+        model, fused = self.model, self.model.fused
+        pieces = self.pieces.texts(list(texts)) if fused else self.pieces.plain(list(texts))
+        if listwise:
+            self._warn_query_cut(max((len(p.ids) for p in pieces), default=0))
+        unique = list(dict.fromkeys(label for labels in labels_per_text for label in labels))
+        embedded, cut_of = self._label_vectors(unique)
+        position = {label: i for i, label in enumerate(unique)}
+        label_index = [np.array([position[x] for x in labels], dtype=np.int64) for labels in labels_per_text]
+        label_cuts = [[cut_of[i] for i in index] for index in label_index]
+        counts = [len(index) for index in label_index]
+        # flat pair p = (task_of_pair[p], row_of_pair[p]): every (text, label) pair, task by task
+        task_of_pair = np.repeat(np.arange(len(texts)), counts)
+        row_of_pair = np.concatenate(label_index) if label_index else np.zeros(0, dtype=np.int64)
+        if not unique:
+            return [np.zeros(0, dtype=np.float32) for _ in texts], label_cuts, [False] * len(texts)
+        with torch.inference_mode():
+            projected = model.project_labels(embedded)  # [U, D] in the text side's space
+
+        if fused:
+            rules, sequences, text_cuts = self.packing_rules, [], []
+            for task, (text, n) in enumerate(zip(pieces, counts)):
+                if listwise:
+                    packed, _ = rules.query_with_passages(task, text, [MARKER_ONLY] * n)
+                    text_cuts.append(len(text.ids) > self.max_query_tokens)
+                else:
+                    packed, _, text_cut = rules.text_with_labels(task, text, [MARKER_ONLY] * n)
+                    text_cuts.append(text_cut)
+                sequences.extend(packed)
+            task_offset = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+
+            def inject(batch: PackedBatch) -> torch.Tensor:
+                rows = row_of_pair[task_offset[batch.task_of_label] + batch.index_of_label]
+                slots = torch.zeros(*batch.label_mask.shape, projected.shape[-1], device=self.device)
+                slots[batch.label_mask.to(self.device)] = projected[torch.from_numpy(rows).to(self.device)]
+                return slots
+
+            logits = self._run(sequences, counts, inject)
+            if self.config.label_cosine_weight:
+                # our extension (config.label_cosine_weight): the texts read by the label encoder as well
+                label_side = self.label_pieces.plain(list(texts))
+                seqs, _ = single_sequences(label_side, self.label_pieces.prefix_ids, self.label_pieces.suffix_ids,
+                                           self.max_label_tokens)
+                embedded_texts = self._encode_sequences(seqs, model.embed_labels, self.label_pieces.pad_id)
+                with torch.inference_mode():
+                    extra = model.label_cosine(embedded_texts[torch.from_numpy(task_of_pair).to(self.device)],
+                                               embedded[torch.from_numpy(row_of_pair).to(self.device)])
+                extra = np.split(extra.cpu().numpy(), np.cumsum(counts)[:-1])
+                logits = [x + e.astype(np.float32) for x, e in zip(logits, extra)]
+            return logits, label_cuts, text_cuts
+
+        specials = len(self.pieces.prefix_ids) + len(self.pieces.suffix_ids)
+        budget = self.max_query_tokens if listwise else self.max_length - specials
+        if not listwise and self.max_passage_tokens is not None:
+            budget = min(budget, self.max_passage_tokens)
+        sequences, text_cuts = single_sequences(pieces, self.pieces.prefix_ids, self.pieces.suffix_ids, budget)
+        text_vectors = self._encode_sequences(sequences, model.encode_texts, self.layout.pad_id)
+        with torch.inference_mode():
+            pair_texts = text_vectors[torch.from_numpy(task_of_pair).to(self.device)]
+            pair_labels = projected[torch.from_numpy(row_of_pair).to(self.device)][:, None]
+            mask = torch.ones(len(task_of_pair), 1, dtype=torch.bool, device=self.device)
+            flat = model.score(pair_texts, pair_labels, mask)[:, 0].float().cpu().numpy()
+        return np.split(flat, np.cumsum(counts)[:-1]), label_cuts, text_cuts
+
+    def _label_vectors(self, labels: list[str]) -> tuple[torch.Tensor, list[bool]]:
+        """The label encoder's pooled vectors [N, width] (on the device) and cut flags, through the cache."""
+        cache = self._passage_cache
+        found = cache.get_many(labels)
+        missing = [i for i, hit in enumerate(found) if hit is None]
+        if missing:
+            texts = [labels[i] for i in missing]
+            sequences, cuts = single_sequences(
+                self.label_pieces.plain(texts), self.label_pieces.prefix_ids, self.label_pieces.suffix_ids,
+                self.max_label_tokens,
+            )
+            computed = self._encode_sequences(sequences, self.model.embed_labels, self.label_pieces.pad_id)
+            computed = computed.cpu().numpy()
+            cache.put_many(texts, computed, cuts)
+            for i, vector, cut in zip(missing, computed, cuts):
+                found[i] = (vector, cut)
+        width = self.config.label_model_config.get_text_config().hidden_size
+        matrix = np.stack([v for v, _ in found]) if found else np.zeros((0, width), dtype=np.float32)
+        return torch.from_numpy(matrix).to(self.device), [c for _, c in found]
+
+    def _encode_sequences(self, sequences: list[PackedSequence], encode, pad_id: int) -> torch.Tensor:
+        """`encode(batch)` for single sequences, batched by length; rows back in sequence order [N, D]."""
+        plan = plan_batches(sequences, self.batch_size, self.max_batch_tokens)
+        out: torch.Tensor | None = None
+        with torch.inference_mode():
+            for indices in plan:
+                batch = collate([sequences[i] for i in indices], pad_id)
+                vectors = encode(batch.to(self.device)).float()
+                if out is None:
+                    out = torch.empty(len(sequences), vectors.shape[-1], device=self.device)
+                out[torch.tensor(indices, device=self.device)] = vectors
+        return out
+
+    def encode_passages(self, passages: Sequence[str]) -> np.ndarray:
+        """Bi-encoders: compute (or read from the cache) and cache the vectors of `passages`, e.g. a corpus
+        ahead of time so that reranking it later costs no label-encoder work.
+
+        Returns the label encoder's pooled vectors, float32 [N, label encoder width], in input order: what
+        the cache keeps (the projectors apply at scoring time, so these stay valid while only the heads or
+        the text encoder change). Passages cut to the label encoder's budget are cut here as when scored.
+        """
+        if not self.config.is_bi_encoder:
+            raise TypeError(
+                f"encode_passages needs a bi-encoder checkpoint; this one is {self.config.architecture_type!r} "
+                "(its passages are read together with the query)"
+            )
+        _check_passages(passages)
+        with self._lock:
+            vectors, _ = self._label_vectors(list(passages))
+        return vectors.cpu().numpy()
+
+    def passage_cache_stats(self) -> dict[str, int | None]:
+        """Bi-encoders: the passage-vector cache's hits and misses (passages looked up), and for the
+        in-memory store its entries, bytes and bound. Uni-encoders: all None (they have no such cache)."""
+        if self._passage_cache is None:
+            return {"hits": None, "misses": None, "entries": None, "bytes": None, "max_bytes": None}
+        with self._lock:
+            return self._passage_cache.stats()
 
     def _warn_query_cut(self, longest: int) -> None:
         if longest > self.max_query_tokens and not self._warned_query_cut:
@@ -389,8 +605,10 @@ class GLiClassReranker:
         return PackingRules(self.layout, self.max_length, self.max_query_tokens, self.max_passage_tokens,
                             self.passages_per_pass, self.target_length)
 
-    def _run(self, sequences: list[PackedSequence], labels_per_task: list[int]) -> list[np.ndarray]:
-        """Run packed sequences through the model batch by batch; logits scattered back to each task's labels."""
+    def _run(self, sequences: list[PackedSequence], labels_per_task: list[int], inject=None) -> list[np.ndarray]:
+        """Run packed sequences through the model batch by batch; logits scattered back to each task's labels.
+
+        `inject(batch)` gives a fused bi-encoder's label vectors for the batch's label slots [B, K, D]."""
         logits = [np.zeros(n, dtype=np.float32) for n in labels_per_task]
         if not sequences:
             return logits
@@ -400,7 +618,8 @@ class GLiClassReranker:
             batches = tqdm(batches, total=len(plan), desc="scoring", unit="batch")
         with torch.inference_mode():
             for batch in batches:
-                batch_logits = self.model(batch.to(self.device))
+                moved = batch.to(self.device)
+                batch_logits = self.model(moved) if inject is None else self.model(moved, inject(batch))
                 values = batch_logits[batch.label_mask.to(self.device)].float().cpu().numpy()
                 for task, index, value in zip(batch.task_of_label, batch.index_of_label, values):
                     logits[task][index] = value

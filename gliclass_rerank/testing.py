@@ -209,26 +209,36 @@ def tiny_backbone_config(backbone: str, vocab_size: int, hidden: int = 32, layer
     raise ValueError(f"backbone={backbone!r}: choose 'bert', 'modernbert' or 'deberta-v2'")
 
 
-def tiny_checkpoint(folder, backbone: str = "bert", seed: int = 0, noise: float = 0.1, **config_overrides) -> Path:
+def tiny_checkpoint(
+    folder, backbone: str = "bert", seed: int = 0, noise: float = 0.1, architecture: str = "uni-encoder",
+    **config_overrides,
+) -> Path:
     """Write a tiny random GLiClass checkpoint (config.json, model.safetensors, tokenizer) to `folder`.
 
     Built with this library's own model class and saved in upstream's format, with no download: for tests,
     examples and benchmarks of code around the scorer. Weights get N(0, noise^2) noise so that scores
     spread over (0, 1) instead of sitting at 0.5. `config_overrides` are GLiClass config fields.
-    The config carries `gliclass_rerank_random_weights: true`, so loading it logs that its scores are noise.
+    `architecture` "bi-encoder" / "bi-encoder-fused" adds a tiny BERT label encoder with its own tokenizer
+    (saved under `label_tokenizer/`). The config carries `gliclass_rerank_random_weights: true`, so loading it
+    logs that its scores are noise.
     """
     import torch
 
     from .config import GLiClassConfig
-    from .loading import RANDOM_WEIGHTS_KEY, save_pretrained
-    from .modeling import GLiClassUniEncoder
+    from .loading import RANDOM_WEIGHTS_KEY, build_model, save_pretrained
 
     folder = Path(folder)
     tokenizer = train_tiny_tokenizer(folder)
     encoder = tiny_backbone_config(backbone, vocab_size=len(tokenizer))
+    label_tokenizer = None
+    if architecture != "uni-encoder":
+        label_tokenizer = train_tiny_tokenizer(vocab_size=700)
+        label_encoder = tiny_backbone_config("bert", vocab_size=len(label_tokenizer), hidden=24)
+        config_overrides = {"label_model_config": label_encoder.to_dict(), "label_model_name": "tiny-label-encoder",
+                            **config_overrides}
     data = {
         "model_type": "GLiClass",
-        "architecture_type": "uni-encoder",
+        "architecture_type": architecture,
         "encoder_config": encoder.to_dict(),
         "class_token_index": tokenizer.convert_tokens_to_ids(LABEL_TOKEN),
         "text_token_index": tokenizer.convert_tokens_to_ids(SEP_TOKEN),
@@ -239,12 +249,12 @@ def tiny_checkpoint(folder, backbone: str = "bert", seed: int = 0, noise: float 
         **config_overrides,
     }
     torch.manual_seed(seed)
-    model = GLiClassUniEncoder(GLiClassConfig.from_dict(data))
+    model = build_model(GLiClassConfig.from_dict(data))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for _, param in sorted(model.named_parameters()):
             param.add_(torch.randn(param.shape, generator=generator) * noise)
-    return save_pretrained(model.eval(), tokenizer, folder)
+    return save_pretrained(model.eval(), tokenizer, folder, label_tokenizer=label_tokenizer)
 
 
 def tiny_plain_encoder(folder, seed: int = 0) -> Path:
@@ -274,8 +284,9 @@ def main(argv=None) -> None:
     parser.add_argument("folder")
     parser.add_argument("--backbone", default="bert", choices=("bert", "modernbert", "deberta-v2"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--architecture", default="uni-encoder", choices=("uni-encoder", "bi-encoder", "bi-encoder-fused"))
     args = parser.parse_args(argv)
-    print(tiny_checkpoint(args.folder, backbone=args.backbone, seed=args.seed))
+    print(tiny_checkpoint(args.folder, backbone=args.backbone, seed=args.seed, architecture=args.architecture))
 
 
 if __name__ == "__main__":

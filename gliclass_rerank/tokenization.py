@@ -64,6 +64,8 @@ class PieceTokenizer:
         cache_bytes: bound on the memory of the cache of ids (about 40 bytes per id plus 250 per string).
             A string longer than 256 characters is keyed by a digest, so a long passage costs only the ids that
             can ever be used (at most `max_piece_tokens`), never its text. 0 turns the cache off.
+        markers: whether the tokenizer must hold GLiClass's `<<LABEL>>` / `<<SEP>>` markers. A bi-encoder's
+            label tokenizer (and a plain bi-encoder's text tokenizer) has none: then only `plain` is used.
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class PieceTokenizer:
         config: GLiClassConfig,
         max_piece_tokens: int,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        markers: bool = True,
     ) -> None:
         if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
             raise ValueError(f"cache_bytes={cache_bytes!r}: must be an integer >= 0")
@@ -82,8 +85,8 @@ class PieceTokenizer:
         self._cache: OrderedDict[tuple[str, str | bytes], TokenizedPiece] = OrderedDict()
         self._cached_bytes = 0
 
-        self.label_id = self._marker_id(LABEL_TOKEN, config.class_token_index, "class_token_index")
-        self.sep_id = self._marker_id(SEP_TOKEN, config.text_token_index, "text_token_index")
+        self.label_id = self._marker_id(LABEL_TOKEN, config.class_token_index, "class_token_index") if markers else None
+        self.sep_id = self._marker_id(SEP_TOKEN, config.text_token_index, "text_token_index") if markers else None
         self.prefix_ids, self.suffix_ids = self._special_tokens_around()
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         # A private copy of the Rust tokenizer: a caller's `tokenizer(..., truncation=True, max_length=3)`
@@ -122,6 +125,10 @@ class PieceTokenizer:
     def labels(self, strings: list[str]) -> list[TokenizedPiece]:
         """Ids of label pieces, as they appear right after a `<<LABEL>>` marker."""
         return self._encode("label", LABEL_TOKEN, strings)
+
+    def plain(self, strings: list[str]) -> list[TokenizedPiece]:
+        """Ids of strings read on their own (a bi-encoder's texts and labels), special tokens not included."""
+        return self._encode("plain", "", strings)
 
     def texts(self, strings: list[str]) -> list[TokenizedPiece]:
         """Ids of text pieces, in the place the config's layout puts the text."""
@@ -191,7 +198,7 @@ class PieceTokenizer:
         out: list[tuple[list[int], list[int], bool] | None] = [None] * len(strings)
         todo = list(range(len(strings)))
         char_limit = (max_tokens + 1) * _MAX_CHARS_PER_TOKEN
-        markers = {self.label_id, self.sep_id}
+        markers = {self.label_id, self.sep_id} - {None}
         skip = len(marker)
         while todo:
             clipped = [strings[i][:char_limit] for i in todo]

@@ -27,10 +27,24 @@ of positives per group). A model that starts from a GLiClass checkpoint with a `
 with it (the loss sees it too); the trainer learns a further bias on top and saves their sum. Upstream
 `gliclass` loads the saved folder, ignores the key and ranks identically (its logits are lower by
 `logit_bias`, so its probabilities are not calibrated).
+
+Bi-encoders (`--architecture bi-encoder|bi-encoder-fused`, `init_biencoder_from_encoder`): the plain encoder
+becomes both the text encoder and the label encoder (the label side keeps the encoder's own tokenizer,
+saved under `label_tokenizer/`), pooling "avg", normalize_features, the "simple" scorer, and all three
+projectors (text, classes, bi-encoder) exactly the identity. The untrained bi-encoder's logit is then
+`logit_scale * cos(mean-pooled query, mean-pooled passage)`, the encoder's own cosine (sentence-transformers'
+mean pooling over [CLS] text [SEP]). The fused model cannot read the query beside its passage markers and
+still give the query's own embedding, so it starts with `logit_scale` = 0 and our config extension
+`label_cosine_weight` = the scale (see `config`): its untrained logit is that same cosine, computed by the
+label encoder, and training mixes in the fused score as `logit_scale` grows. `--freeze-label-encoder` keeps
+the label encoder as it is (in eval mode, no gradient), so passage vectors computed before training stay
+valid. Groups put their positives at random positions (`make_groups`), so a fused model cannot learn where
+positives sit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -47,14 +61,15 @@ import torch
 import torch.nn.functional as F
 
 from .config import LABEL_TOKEN, SEP_TOKEN, GLiClassConfig
-from .loading import load_model, load_tokenizer, save_pretrained
-from .modeling import GLiClassUniEncoder
-from .packing import Layout, PackingRules, collate
 from .defaults import DEFAULT_MAX_QUERY_TOKENS
-from .training_args import TrainArgs
+from .loading import load_config, load_label_tokenizer, load_model, load_tokenizer, save_pretrained
+from .modeling import GLiClassUniEncoder
+from .modeling_biencoder import GLiClassBiEncoder
+from .packing import MARKER_ONLY, Layout, PackedBatch, PackingRules, collate, single_sequences
 from .runtime import resolve_device
 from .tokenization import PieceTokenizer
 from .train_guards import DevTracker, dev_score, initial_weights, interpolate_weights, split_dev
+from .training_args import TrainArgs
 
 logger = logging.getLogger(__name__)
 
@@ -143,11 +158,81 @@ def init_from_encoder(
     return model.train(), tokenizer
 
 
-def set_identity_heads(model: GLiClassUniEncoder, logit_scale: float | None = None) -> None:
-    """Make both projectors the exact identity through their GELU (needs hidden_size == 2 * encoder width)."""
-    for projector in (model.text_projector, model.classes_projector):
+
+
+def init_biencoder_from_encoder(
+    encoder: str | os.PathLike,
+    architecture: str = "bi-encoder",
+    logit_scale: float = 20.0,
+    problem_type: str = "multi_label_classification",
+) -> tuple[GLiClassBiEncoder, object, object]:
+    """A new bi-encoder GLiClass model around a plain encoder (both sides), ranking as the encoder's cosine.
+
+    Returns (model, tokenizer, label_tokenizer): the model in train mode, the text tokenizer with the two
+    GLiClass markers, and the encoder's own tokenizer for the label side. See the module docstring.
+    """
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from .loading import build_model
+
+    if architecture not in ("bi-encoder", "bi-encoder-fused"):
+        raise ValueError(f"architecture={architecture!r}: choose 'bi-encoder' or 'bi-encoder-fused'")
+    encoder = str(encoder)
+    label_tokenizer = AutoTokenizer.from_pretrained(encoder)
+    tokenizer = AutoTokenizer.from_pretrained(encoder)
+    tokenizer.add_tokens([LABEL_TOKEN, SEP_TOKEN], special_tokens=True)
+    encoder_config = AutoConfig.from_pretrained(encoder)
+    label_config = AutoConfig.from_pretrained(encoder)
+    text_config = encoder_config.get_text_config()
+    vocab_size = max(len(tokenizer), text_config.vocab_size)
+    text_config.vocab_size = vocab_size  # bi-encoders build the text encoder from its config as it is
+    fused = architecture == "bi-encoder-fused"
+    data = {
+        "model_type": "GLiClass",
+        "architecture_type": architecture,
+        "architectures": ["GLiClassModel"],
+        "encoder_config": encoder_config.to_dict(),
+        "encoder_model": encoder,
+        "label_model_config": label_config.to_dict(),
+        "label_model_name": encoder,
+        "class_token_index": tokenizer.convert_tokens_to_ids(LABEL_TOKEN),
+        "text_token_index": tokenizer.convert_tokens_to_ids(SEP_TOKEN),
+        "vocab_size": vocab_size,
+        "hidden_size": 2 * text_config.hidden_size,
+        "projector_hidden_act": "gelu",
+        "problem_type": problem_type,
+        "pooling_strategy": "avg",
+        "normalize_features": True,
+        "scorer_type": "simple",
+        "logit_scale_init_value": 0.0 if fused else float(logit_scale),
+        "max_labels_alloc": "dynamic",
+        "dropout": 0.1,
+    }
+    if fused:
+        data["label_cosine_weight"] = float(logit_scale)
+    model = build_model(GLiClassConfig.from_dict(data))
+    pretrained = AutoModel.from_pretrained(encoder)
+    model.label_encoder.load_state_dict(pretrained.state_dict())
+    base_vocab = pretrained.get_input_embeddings().weight.shape[0]
+    fill = pretrained.get_input_embeddings().weight.data[:base_vocab].mean(dim=0)
+    pretrained.resize_token_embeddings(vocab_size, mean_resizing=False)
+    pretrained.get_input_embeddings().weight.data[base_vocab:] = fill
+    result = model.encoder_model.load_state_dict(pretrained.state_dict(), strict=False)
+    if result.missing_keys:
+        raise ValueError(f"{encoder}: encoder weights missing after init: {result.missing_keys[:5]}")
+    set_identity_heads(model, 0.0 if fused else logit_scale)
+    return model.train(), tokenizer, label_tokenizer
+
+
+def set_identity_heads(model: GLiClassUniEncoder | GLiClassBiEncoder, logit_scale: float | None = None) -> None:
+    """Make the projectors (a bi-encoder's three included) the exact identity through their GELU (needs
+    hidden_size == 2 * encoder width, and a label encoder as wide as the text encoder)."""
+    projectors = [model.text_projector, model.classes_projector]
+    if hasattr(model, "biencoder_projector"):
+        projectors.append(model.biencoder_projector)
+    for projector in projectors:
         width = projector.linear_1.in_features
-        if projector.linear_1.out_features != 2 * width:
+        if projector.linear_1.out_features != 2 * width or projector.linear_2.out_features != width:
             raise ValueError(f"identity projectors need hidden_size = 2 * {width}, got {projector.linear_1.out_features}")
         eye = torch.eye(width)
         with torch.no_grad():
@@ -166,6 +251,19 @@ def load_for_training(init: str | os.PathLike, logit_scale: float = 20.0) -> tup
         return load_model(init).train(), load_tokenizer(init), False
     model, tokenizer = init_from_encoder(init, logit_scale=logit_scale)
     return model, tokenizer, True
+
+
+def load_any_for_training(init: str | os.PathLike, architecture: str = "uni-encoder", logit_scale: float = 20.0):
+    """(model, tokenizer, label_tokenizer or None): a GLiClass checkpoint of any architecture as it is, or a
+    new model of `architecture` around a plain encoder."""
+    if is_gliclass_checkpoint(init):
+        config = load_config(init)
+        label_tokenizer = load_label_tokenizer(init, config) if config.is_bi_encoder else None
+        return load_model(init, config=config).train(), load_tokenizer(init), label_tokenizer
+    if architecture == "uni-encoder":
+        model, tokenizer, _ = load_for_training(init, logit_scale)
+        return model, tokenizer, None
+    return init_biencoder_from_encoder(init, architecture, logit_scale=logit_scale)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -347,6 +445,108 @@ class GroupCollator:
         return batch, targets
 
 
+@dataclass
+class BiEncoderBatch:
+    """One micro-batch for a bi-encoder: its texts, its distinct labels, and which (text, label) pairs the
+    targets belong to (`text_of_pair[p]`, `label_row[p]`)."""
+
+    texts: PackedBatch  # bi-encoder: one plain sequence per group; fused: query + one marker per label
+    labels: PackedBatch  # one sequence per distinct label, read by the label encoder
+    text_of_pair: torch.Tensor
+    label_row: torch.Tensor
+    texts_for_labels: PackedBatch | None = None  # fused with label_cosine_weight: texts read by the label encoder
+
+    def to(self, device: torch.device) -> BiEncoderBatch:
+        """The same batch on `device`."""
+        return BiEncoderBatch(self.texts.to(device), self.labels.to(device), self.text_of_pair.to(device),
+                              self.label_row.to(device),
+                              None if self.texts_for_labels is None else self.texts_for_labels.to(device))
+
+
+class BiEncoderGroupCollator:
+    """Tokenises and lays out training groups for a bi-encoder as `GLiClassReranker` does at inference:
+    labels alone through the label tokenizer (cut to `max_passage_tokens` and the label encoder's length),
+    texts alone (bi-encoder; a query cut to `max_query_tokens`) or packed with one marker per label (fused,
+    the reranker's `PackingRules`)."""
+
+    def __init__(self, tokenizer, label_tokenizer, config: GLiClassConfig, max_length: int = 512,
+                 max_query_tokens: int = 64, max_passage_tokens: int | None = None,
+                 passages_per_pass: int | None = None, target_length: int | None = None,
+                 mode: str = "listwise") -> None:
+        self.config, self.mode = config, mode
+        self.fused = config.architecture_type == "bi-encoder-fused"
+        self.pieces = PieceTokenizer(tokenizer, config, max_piece_tokens=max_length, markers=self.fused)
+        self.label_pieces = PieceTokenizer(label_tokenizer, config, max_piece_tokens=max_length, markers=False)
+        self.layout = Layout.from_tokenizer(self.pieces)
+        specials = len(self.label_pieces.prefix_ids) + len(self.label_pieces.suffix_ids)
+        positions = config.label_max_position_embeddings or max_length
+        self.max_label_tokens = min(positions, max_length) - specials
+        if max_passage_tokens is not None:
+            self.max_label_tokens = min(self.max_label_tokens, max_passage_tokens)
+        self.max_text_tokens = max_query_tokens if mode == "listwise" else max_length - specials
+        # fused listwise: as many markers per sequence as fit, unless the run bounds them (as at inference)
+        self.rules = PackingRules(self.layout, max_length, max_query_tokens, max_passage_tokens,
+                                  passages_per_pass, target_length)
+
+    def _single(self, pieces, tokenizer_pieces, limit) -> PackedBatch:
+        sequences, _ = single_sequences(pieces, tokenizer_pieces.prefix_ids, tokenizer_pieces.suffix_ids, limit)
+        return collate(sequences, tokenizer_pieces.pad_id)
+
+    def __call__(self, groups: Sequence[tuple[str, list[str], list[float]]]) -> tuple[BiEncoderBatch, torch.Tensor]:
+        """(batch, targets), the targets in the order of the batch's pairs."""
+        texts = [text for text, _, _ in groups]
+        distinct = list(dict.fromkeys(label for _, labels, _ in groups for label in labels))
+        row = {label: i for i, label in enumerate(distinct)}
+        labels = self._single(self.label_pieces.plain(distinct), self.label_pieces, self.max_label_tokens)
+        texts_for_labels = None
+        if self.fused:
+            sequences = []
+            for task, (piece, (_, group_labels, _)) in enumerate(zip(self.pieces.texts(texts), groups)):
+                if self.mode == "nli":
+                    packed, _, _ = self.rules.text_with_labels(task, piece, [MARKER_ONLY] * len(group_labels))
+                else:
+                    packed, _ = self.rules.query_with_passages(task, piece, [MARKER_ONLY] * len(group_labels))
+                sequences.extend(packed)
+            text_batch = collate(sequences, self.layout.pad_id)
+            pairs = list(zip(text_batch.task_of_label.tolist(), text_batch.index_of_label.tolist()))
+            if self.config.label_cosine_weight:
+                texts_for_labels = self._single(self.label_pieces.plain(texts), self.label_pieces,
+                                                self.max_label_tokens)
+        else:
+            text_batch = self._single(self.pieces.plain(texts), self.pieces, self.max_text_tokens)
+            pairs = [(task, i) for task, (_, group_labels, _) in enumerate(groups) for i in range(len(group_labels))]
+        batch = BiEncoderBatch(
+            texts=text_batch, labels=labels,
+            text_of_pair=torch.tensor([task for task, _ in pairs], dtype=torch.long),
+            label_row=torch.tensor([row[groups[task][1][i]] for task, i in pairs], dtype=torch.long),
+            texts_for_labels=texts_for_labels,
+        )
+        targets = torch.tensor([groups[task][2][i] for task, i in pairs], dtype=torch.float32)
+        return batch, targets
+
+
+def biencoder_pair_logits(model: GLiClassBiEncoder, batch: BiEncoderBatch, freeze_labels: bool = False) -> torch.Tensor:
+    """The logit of every (text, label) pair of `batch` [pairs], with gradients (none into a frozen label
+    encoder): what `GLiClassReranker` computes for the same pairs."""
+    with torch.no_grad() if freeze_labels else contextlib.nullcontext():
+        embedded = model.embed_labels(batch.labels)
+    projected = model.project_labels(embedded)
+    if model.fused:
+        mask = batch.texts.label_mask
+        slots = projected.new_zeros(*mask.shape, projected.shape[-1])
+        slots[mask] = projected[batch.label_row]
+        logits = model(batch.texts, slots)[mask]
+        if batch.texts_for_labels is not None:
+            with torch.no_grad() if freeze_labels else contextlib.nullcontext():
+                embedded_texts = model.embed_labels(batch.texts_for_labels)
+            logits = logits + model.label_cosine(embedded_texts[batch.text_of_pair], embedded[batch.label_row])
+        return logits
+    texts = model.encode_texts(batch.texts)
+    pair_labels = projected[batch.label_row][:, None]
+    mask = torch.ones(pair_labels.shape[:2], dtype=torch.bool, device=pair_labels.device)
+    return model.score(texts[batch.text_of_pair], pair_labels, mask)[:, 0]
+
+
 # ---------------------------------------------------------------------------------------------- training
 def trained_packing(args: TrainArgs) -> dict[str, int | None]:
     """The layout a run trains with, as the `GLiClassReranker` options saved in `config.json`'s `packing`.
@@ -392,7 +592,7 @@ def _param_groups(model: GLiClassUniEncoder, bias: torch.nn.Parameter | None, ar
     for name, param in model.named_parameters():
         if not param.requires_grad or name == "logit_scale":
             continue
-        if name.startswith("encoder_model."):
+        if name.startswith(("encoder_model.", "label_encoder.")):
             (enc_plain if any(k in name for k in no_decay) else enc_decay).append(param)
         else:
             head.append(param)
@@ -513,9 +713,9 @@ class Trainer:
     """
 
     def __init__(self, args: TrainArgs, examples: Sequence[TrainExample], retrieval: bool = True,
-                 model: GLiClassUniEncoder | None = None, tokenizer=None,
+                 model: GLiClassUniEncoder | GLiClassBiEncoder | None = None, tokenizer=None,
                  step_callback: Callable[[int, float], None] | None = None,
-                 dev_examples: Sequence[TrainExample] | None = None) -> None:
+                 dev_examples: Sequence[TrainExample] | None = None, label_tokenizer=None) -> None:
         self.args = args
         self.examples = list(examples)
         if not self.examples:
@@ -530,16 +730,29 @@ class Trainer:
         self.retrieval = retrieval
         seed_everything(args.seed)
         if model is None:
-            model, tokenizer, _ = load_for_training(args.init, logit_scale=args.logit_scale)
-        self.model, self.tokenizer = model, tokenizer
+            model, tokenizer, label_tokenizer = load_any_for_training(args.init, args.architecture, args.logit_scale)
+        self.model, self.tokenizer, self.label_tokenizer = model, tokenizer, label_tokenizer
+        self.bi_encoder = model.config.is_bi_encoder
+        if args.freeze_label_encoder and not self.bi_encoder:
+            raise ValueError("freeze_label_encoder needs a bi-encoder (this model has no label encoder)")
+        if self.bi_encoder and self.dev is not None:
+            # train_guards.dev_score reads uni-encoder batches; bi-encoder dev scoring is not built yet.
+            raise ValueError("a dev split (dev_fraction / patience) is not supported for bi-encoders yet")
         self.device = resolve_device(args.device)
-        self.model.to(self.device).train()
+        self.model.to(self.device)
+        if args.freeze_label_encoder:
+            self.model.label_encoder.requires_grad_(False)
+        self._train_mode()
         # The weights interpolation starts from (before any resumed state is loaded into the model).
         self.initial = initial_weights(self.model) if args.interpolation != 1.0 else None
         # NLI: the GLiClass text is the premise (a passage), the labels are hypotheses (query-sized).
-        self.collator = GroupCollator(tokenizer, model.config, args.max_length, args.max_query_tokens,
-                                      args.max_passage_tokens, args.passages_per_pass, args.target_length,
-                                      mode=args.mode)
+        collator_class = GroupCollator
+        collator_args = (tokenizer, model.config)
+        if self.bi_encoder:
+            collator_class, collator_args = BiEncoderGroupCollator, (tokenizer, label_tokenizer, model.config)
+        self.collator = collator_class(*collator_args, args.max_length, args.max_query_tokens,
+                                       args.max_passage_tokens, args.passages_per_pass, args.target_length,
+                                       mode=args.mode)
         self.bias = torch.nn.Parameter(torch.zeros((), device=self.device)) if args.train_bias else None
         self.step_callback = step_callback
         self.history: list[dict] = []
@@ -557,10 +770,21 @@ class Trainer:
         """Micro-batches of groups, endlessly over epochs, skipping those of the first `start_step` steps."""
         return micro_batches(self.examples, self.args, self.retrieval, start_step)
 
-    def forward_loss(self, groups) -> torch.Tensor:
+    def _train_mode(self) -> None:
+        self.model.train()
+        if self.args.freeze_label_encoder:
+            self.model.label_encoder.eval()  # no dropout: its vectors stay those inference computes
+
+    def group_logits(self, groups) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the model's logits of every (text, label) pair of the groups, their targets), flat."""
         batch, targets = self.collator(groups)
         batch = batch.to(self.device)
-        logits = self.model(batch)[batch.label_mask]
+        if self.bi_encoder:
+            return biencoder_pair_logits(self.model, batch, self.args.freeze_label_encoder), targets
+        return self.model(batch)[batch.label_mask], targets
+
+    def forward_loss(self, groups) -> torch.Tensor:
+        logits, targets = self.group_logits(groups)
         if self.bias is not None:
             logits = logits + self.bias
         return group_loss(logits.float(), targets.to(self.device), self.args.loss, self.args.focal_alpha,
@@ -592,7 +816,7 @@ class Trainer:
         eval_every = (self.args.eval_every or max(1, math.ceil(total / 10))) if self.dev else None
         stopped_early = False
         ema = None
-        self.model.train()
+        self._train_mode()
         while step < total:
             optimizer.zero_grad(set_to_none=True)
             step_loss = 0.0
@@ -672,7 +896,7 @@ class Trainer:
         folder scores with it.
         """
         config = replace(self.model.config, logit_bias=self.saved_logit_bias(), packing=trained_packing(self.args))
-        return save_pretrained(self.model, self.tokenizer, folder, config=config)
+        return save_pretrained(self.model, self.tokenizer, folder, config=config, label_tokenizer=self.label_tokenizer)
 
     def _init_bias(self) -> None:
         """Start the training bias where the initial logits sit: -mean(logit) + logit(base rate).
@@ -685,10 +909,9 @@ class Trainer:
         groups = self._epoch_groups(0)[: max(self.args.batch_size, 8)]
         self.model.eval()
         with torch.no_grad():
-            batch, targets = self.collator(groups)
-            batch = batch.to(self.device)
-            logits = self.model(batch)[batch.label_mask].float()
-        self.model.train()
+            logits, targets = self.group_logits(groups)
+            logits = logits.float()
+        self._train_mode()
         rate = float(targets.mean().clamp(0.02, 0.98))
         with torch.no_grad():
             self.bias.fill_(-float(logits.mean()) + math.log(rate / (1 - rate)))
@@ -717,7 +940,8 @@ class Trainer:
         from .loading import load_state_dict
 
         self.model.load_state_dict(load_state_dict(folder), strict=True)
-        self.model.to(self.device).train()
+        self.model.to(self.device)
+        self._train_mode()
         # weights_only: tensors and plain containers only, so a resume folder from elsewhere cannot run code
         try:
             state = torch.load(folder / TRAINING_STATE, map_location="cpu", weights_only=True)

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from .defaults import DEFAULT_MAX_QUERY_TOKENS, DEFAULT_TARGET_LENGTH
 from .defaults import positive_int as _positive_int
 
+# The models `train` builds around a plain encoder (`--architecture`).
+ARCHITECTURES = ("uni-encoder", "bi-encoder", "bi-encoder-fused")
+
 
 @dataclass
 class TrainArgs:
@@ -57,6 +60,8 @@ class TrainArgs:
     resume: bool = False
     max_train_queries: int | None = None
     show_progress: bool = True
+    architecture: str = "uni-encoder"  # for a plain encoder --init; a GLiClass checkpoint keeps its own
+    freeze_label_encoder: bool = False
     # Guarding the starting point (see train_guards): a dev split with early stopping, weight interpolation.
     dev_fraction: float = 0.0  # share of the training examples held out as a dev split (0: none)
     dev_metric: str = "ndcg@10"
@@ -84,6 +89,8 @@ class TrainArgs:
             raise ValueError(f"warmup_ratio={self.warmup_ratio!r}: must be in [0, 1)")
         if self.mode not in ("listwise", "nli"):
             raise ValueError(f"mode={self.mode!r}: choose 'listwise' or 'nli'")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture={self.architecture!r}: choose one of {', '.join(ARCHITECTURES)}")
         if self.loss not in ("bce", "focal"):
             raise ValueError(f"loss={self.loss!r}: choose 'bce' or 'focal'")
         if self.precision not in ("auto", "fp32", "float32", "bf16", "bfloat16", "fp16", "float16"):
@@ -119,6 +126,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `gliclass-rerank train`."""
     d = TrainArgs(init="", output_dir="")
     parser.add_argument("--init", required=True, help="GLiClass checkpoint, or a plain encoder folder to start from")
+    parser.add_argument("--architecture", choices=ARCHITECTURES, default=d.architecture,
+                        help="the model built around a plain encoder --init (a GLiClass checkpoint keeps its own): "
+                        "uni-encoder reads query and passages in one sequence; bi-encoder / bi-encoder-fused "
+                        "read each passage with the encoder on its own (vectors cacheable)")
+    parser.add_argument("--freeze-label-encoder", action="store_true",
+                        help="bi-encoders: keep the label (passage) encoder as it is, so passage vectors "
+                        "computed before training stay valid")
     parser.add_argument("--train", action="append", required=True,
                         help="BEIR folder (qrels split --split, BM25 hard negatives) or JSONL: {query, positives, "
                         "negatives}, {text, all_labels, true_labels} or {premise, hypothesis, label} (repeatable)")
@@ -202,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume, max_train_queries=args.max_train_queries, show_progress=not args.quiet,
         dev_fraction=args.dev_fraction, dev_metric=args.dev_metric, eval_every=args.eval_every,
         patience=args.patience, interpolation=args.interpolation, train_weights=args.train_weights,
+        architecture=args.architecture, freeze_label_encoder=args.freeze_label_encoder,
     )
     from .training import train  # torch and the model code: only once the arguments are good
 

@@ -118,7 +118,7 @@ def base_config(tiny_model_dir):
     ("field", "value"),
     [
         ("model_type", "bert"),
-        ("architecture_type", "bi-encoder"),
+        ("architecture_type", "encoder-decoder"),
         ("architecture_type", "decoder-kv"),
         ("pooling_strategy", "bogus"),
         ("class_token_pooling", "median"),

@@ -239,7 +239,7 @@ def test_many_long_labels_are_all_scored(upstream_checkpoint):
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("architecture_type", "bi-encoder"), ("scorer_type", "cross-attn"), ("pooling_strategy", "bogus")],
+    [("architecture_type", "encoder-decoder"), ("scorer_type", "cross-attn"), ("pooling_strategy", "bogus")],
 )
 def test_unsupported_config_is_refused_at_load(upstream_checkpoint, tmp_path, field, value):
     source = upstream_checkpoint({})

@@ -229,6 +229,22 @@ def _calibrate(model, tokenizer, target_std: float = 1.6) -> None:
         inner.logit_scale.fill_(min(target_std / max(cos.std().item(), 1e-6), MAX_LOGIT_SCALE))
 
 
+def _backbone_for(tokenizer, backbone: str):
+    """A tiny backbone config sized for `tokenizer` (its vocabulary and special ids)."""
+    return backbone_config(backbone, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                           cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id)
+
+
+def _with_defaults(overrides: dict, backbone: str) -> dict:
+    overrides = dict(overrides)
+    overrides.setdefault("problem_type", "multi_label_classification")
+    overrides.setdefault("dropout", 0.1)
+    # Upstream does Path(config.encoder_model_name) / "adapter_config.json" and so needs a name; real
+    # checkpoints carry the hub id of the backbone here. A name that is no folder means "no LoRA adapter".
+    overrides.setdefault("encoder_model", f"tiny-random-{backbone}")
+    return overrides
+
+
 def build_upstream_checkpoint(
     folder,
     backbone: str = "bert",
@@ -252,19 +268,8 @@ def build_upstream_checkpoint(
     tokenizer = train_tiny_tokenizer(folder)
     label_id = tokenizer.convert_tokens_to_ids(LABEL_TOKEN)
     sep_id = tokenizer.convert_tokens_to_ids(SEP_TOKEN)
-    enc_cfg = backbone_config(
-        backbone,
-        vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        cls_token_id=tokenizer.cls_token_id,
-        sep_token_id=tokenizer.sep_token_id,
-    )
-    overrides = dict(gliclass_config_overrides)
-    overrides.setdefault("problem_type", "multi_label_classification")
-    overrides.setdefault("dropout", 0.1)
-    # Upstream does Path(config.encoder_model_name) / "adapter_config.json" and so needs a name; real
-    # checkpoints carry the hub id of the backbone here. A name that is no folder means "no LoRA adapter".
-    overrides.setdefault("encoder_model", f"tiny-random-{backbone}")
+    enc_cfg = _backbone_for(tokenizer, backbone)
+    overrides = _with_defaults(gliclass_config_overrides, backbone)
     config = GLiClassModelConfig(
         encoder_config=enc_cfg.to_dict(),
         class_token_index=label_id,
@@ -422,3 +427,97 @@ def spread(scores: list[dict[str, float]]) -> tuple[float, float]:
     values = [v for row in scores for v in row.values()]
     assert all(math.isfinite(v) for v in values)
     return min(values), max(values)
+
+
+# ---------------------------------------------------------------------------------------------- bi-encoders
+# Upstream's bi-encoder classes (model.py GLiClassBiEncoder / GLiClassBiEncoderFused): the text and each label
+# are read by separate backbones; the label tokenizer is found by `label_model_name` (a local folder here).
+# Upstream pools the label batch padded to its longest label ("first" pooling is unaffected), and labels are
+# scored with their own [CLS] label [SEP] ids; the fused model replaces the <<LABEL>> input embeddings by the
+# label vectors and scores the encoder's outputs there. Calibration: logit_scale (a plain factor on every
+# logit in both classes) and, without normalize_features, a shift of the text projector's output bias.
+LABEL_VOCAB = 700
+
+
+def build_upstream_biencoder_checkpoint(
+    folder,
+    architecture: str = "bi-encoder",
+    backbone: str = "bert",
+    label_backbone: str = "bert",
+    seed: int = 0,
+    noise: float = 0.15,
+    **gliclass_config_overrides,
+) -> Path:
+    """Write a tiny random upstream bi-encoder checkpoint to ``folder``; its label tokenizer goes to the
+    sibling folder ``<folder>-label`` (``label_model_name``), as upstream's own layout has it."""
+    from gliclass.config import GLiClassModelConfig
+    from gliclass.model import GLiClassModel
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    label_folder = folder.parent / f"{folder.name}-label"
+    tokenizer = train_tiny_tokenizer(folder)
+    label_tokenizer = train_tiny_tokenizer(label_folder, vocab_size=LABEL_VOCAB)
+    enc_cfg = _backbone_for(tokenizer, backbone)
+    label_cfg = _backbone_for(label_tokenizer, label_backbone)
+    label_cfg.hidden_size = 24  # a label encoder narrower than the text encoder: the projector maps it
+    label_cfg.intermediate_size = 48
+    if label_backbone == "bert":
+        label_cfg.num_attention_heads = 2
+    overrides = _with_defaults(gliclass_config_overrides, backbone)
+    config = GLiClassModelConfig(
+        encoder_config=enc_cfg.to_dict(),
+        label_model_config=label_cfg.to_dict(),
+        label_model_name=str(label_folder),
+        class_token_index=tokenizer.convert_tokens_to_ids(LABEL_TOKEN),
+        text_token_index=tokenizer.convert_tokens_to_ids(SEP_TOKEN),
+        vocab_size=len(tokenizer),
+        architecture_type=architecture,
+        **overrides,
+    )
+    torch.manual_seed(seed)
+    model = GLiClassModel(config)
+    _add_noise(model, seed, noise)
+    model.eval()
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    _calibrate_biencoder(folder)
+    return folder
+
+
+def _calibrate_biencoder(folder, target_std: float = 1.6) -> None:
+    """Centre (without normalize_features) and scale the logits of a saved bi-encoder checkpoint, in place."""
+    from gliclass import ZeroShotClassificationPipeline
+
+    model, tokenizer = load_upstream(folder)
+    pipe = ZeroShotClassificationPipeline(model, tokenizer, device="cpu", progress_bar=False, max_length=512)
+    inner = model.model
+
+    def logits():
+        inputs = pipe.pipe.prepare_inputs(list(CALIBRATION_TEXTS), list(CALIBRATION_LABELS), same_labels=True)
+        with torch.no_grad():
+            out = model(**inputs, output_text_embeddings=True, output_class_embeddings=True)
+        return out.logits.float(), out.class_embeddings
+
+    last = None
+    for attr in ("mlp", "out_mlp"):
+        if hasattr(inner.scorer, attr):
+            last = getattr(inner.scorer, attr)[-1]
+    with torch.no_grad():
+        values, classes = logits()
+        if last is not None:
+            # logits = logit_scale * (w.z + b): centre and scale in one step
+            gain = min(target_std / max(values.std().item(), 1e-6), MAX_GAIN)
+            last.bias.sub_(values.mean() / inner.logit_scale).mul_(gain)
+            last.weight.mul_(gain)
+            model.save_pretrained(str(folder))
+            _PIPE_CACHE.clear()
+            return
+        if not model.config.normalize_features:
+            m = classes.reshape(-1, classes.shape[-1]).mean(0)
+            shift = values.mean() / inner.logit_scale * m / m.norm().clamp_min(1e-6) ** 2
+            inner.text_projector.linear_2.bias.sub_(shift)
+            values, _ = logits()
+        inner.logit_scale.mul_(min(target_std / max(values.std().item(), 1e-6), MAX_GAIN))
+    model.save_pretrained(str(folder))
+    _PIPE_CACHE.clear()

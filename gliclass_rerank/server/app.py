@@ -390,6 +390,8 @@ def create_app(
         raise ValueError("api_key is empty: an unset variable would turn authentication off; give a key, or "
                          "None for a server without one")
     metrics = metrics or ServerMetrics()
+    if getattr(reranker, "config", None) is not None and getattr(reranker.config, "is_bi_encoder", False):
+        metrics.track_passage_cache(reranker.passage_cache_stats)
     model_name = served_model_name or default_model_name(getattr(reranker, "name_or_path", None))
     admission = Admission(max_queue_tokens, max_queue_requests)
     max_text_tokens = getattr(reranker, "max_length", None)  # what the scorer keeps of any one text

@@ -3,7 +3,10 @@ one process (tests, Ray replicas)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_REQUEST_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -61,5 +64,35 @@ class ServerMetrics:
         self.batch_tokens.labels(kind).observe(tokens)
         self.batch_seconds.labels(kind).observe(seconds)
 
+    def track_passage_cache(self, stats: Callable[[], dict]) -> None:
+        """Export a bi-encoder's passage-vector cache (`GLiClassReranker.passage_cache_stats`), read at each
+        scrape: `gliclass_passage_cache_hits_total` / `_misses_total` and, for the in-memory store,
+        `gliclass_passage_cache_entries` / `_bytes`."""
+        self.registry.register(_PassageCacheCollector(stats))
+
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _PassageCacheCollector:
+    """Reads the reranker's cache counters when Prometheus scrapes (they live in the reranker, not here)."""
+
+    def __init__(self, stats: Callable[[], dict]) -> None:
+        self.stats = stats
+
+    def describe(self):
+        return []  # unknown until the first scrape; a custom collector may say nothing up front
+
+    def collect(self):
+        stats = self.stats()
+        if stats.get("hits") is None:
+            return  # not a bi-encoder
+        yield CounterMetricFamily("gliclass_passage_cache_hits", "Passages whose vector came from the cache",
+                                  value=stats["hits"])
+        yield CounterMetricFamily("gliclass_passage_cache_misses", "Passages encoded by the label encoder",
+                                  value=stats["misses"])
+        if stats.get("entries") is not None:
+            yield GaugeMetricFamily("gliclass_passage_cache_entries", "Passage vectors held in memory",
+                                    value=stats["entries"])
+            yield GaugeMetricFamily("gliclass_passage_cache_bytes", "Bytes the in-memory passage cache holds",
+                                    value=stats["bytes"])

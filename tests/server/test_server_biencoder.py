@@ -1,0 +1,43 @@
+"""`gliclass-rerank serve` with a bi-encoder checkpoint: it serves, and `/metrics` shows the passage-vector
+cache's hits and misses."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from gliclass_rerank.testing import tiny_checkpoint
+
+from .conftest import ThreadedServer
+
+
+@pytest.mark.parametrize("architecture", ["bi-encoder-fused"])
+def test_serve_a_biencoder_with_cache_metrics(tmp_path, monkeypatch, architecture):
+    import uvicorn
+
+    from gliclass_rerank.cli import main
+
+    folder = tiny_checkpoint(tmp_path / "model", architecture=architecture)
+    captured = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: captured.update(app=app))
+    assert main(["serve", "--model", str(folder), "--device", "cpu", "--dtype", "float32"]) == 0
+    documents = ["the football team won", "a chocolate cake", "interest rates rose"]
+
+    def cache_metrics(url: str) -> dict[str, float]:
+        text = httpx.get(url + "/metrics").text
+        return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+                if line.startswith("gliclass_passage_cache")}
+
+    with ThreadedServer(captured["app"]) as server:
+        before = cache_metrics(server.url)  # warm_up's filler passages were looked up already
+        for _ in range(2):
+            answer = httpx.post(server.url + "/v2/rerank", json={"model": "m", "query": "football",
+                                                                 "documents": documents}, timeout=30)
+            assert answer.status_code == 200, answer.text
+            assert len(answer.json()["results"]) == 3
+        after = cache_metrics(server.url)
+    change = {name: after[name] - before[name] for name in after}
+    # the first request encodes the three documents, the second reads them
+    assert change["gliclass_passage_cache_misses_total"] == 3
+    assert change["gliclass_passage_cache_hits_total"] == 3
+    assert change["gliclass_passage_cache_entries"] == 3
