@@ -138,7 +138,9 @@ def test_frozen_label_encoder_keeps_passage_vectors_valid(small_pretrained_encod
                      max_steps=3, encoder_lr=1e-3, head_lr=1e-3, device="cpu", seed=0, show_progress=False,
                      freeze_label_encoder=True)
     Trainer(args, _toy_examples()).run()
-    after = GLiClassReranker.from_pretrained(tmp_path / "out", device="cpu", dtype="float32")
+    # The trained checkpoint stores its training layout (passages cut to 128 tokens); the index was built with
+    # the label encoder's own budget, so read the passages with that budget (None) as the index did.
+    after = GLiClassReranker.from_pretrained(tmp_path / "out", device="cpu", dtype="float32", max_passage_tokens=None)
     assert after._passage_cache.fingerprint == before._passage_cache.fingerprint
     np.testing.assert_array_equal(after.encode_passages(PASSAGES), before.encode_passages(PASSAGES))
     assert not torch.equal(after.model.encoder_model.embeddings.word_embeddings.weight,
