@@ -34,10 +34,13 @@ What lives where:
       python -m benchmarks.quality.query_lengths                    # query token lengths (max_query_tokens)
       python -m benchmarks.quality.make_ce_folder CKPT OUT          # random CrossEncoder on CKPT's backbone
 
-Where a new benchmark goes: speed or memory of a system (e.g. a bi-encoder's throughput, a vector store's
-query latency) in `speed/` (`speed_biencoder.py` -> `speed/biencoder.py`, `vector_stores.py` ->
-`speed/vector_stores.py`); ranking or retrieval quality (`biencoder_quality.py` ->
-`quality/biencoder.py`) in `quality/`; anything about the HTTP server in `serving/`. Import siblings
+Bi-encoders (passages as cached vectors):
+
+      python -m benchmarks.speed.biencoder --out /tmp/speed_bi      # W1/W3 warm and cold vectors vs the CE
+      python -m benchmarks.quality.biencoder --out /tmp/bi_quality  # NDCG/MAP of bi-encoders beside BM25, cosine
+
+Where a new benchmark goes: speed or memory of a system (e.g. a vector store's query latency) in `speed/`;
+ranking or retrieval quality in `quality/`; anything about the HTTP server in `serving/`. Import siblings
 package-relative (`from .data import ...`, `from ..common import ...`), never through `sys.path`, and
 document the `python -m benchmarks.<concern>.<script>` command here and in docs/benchmarks.md.
 """
