@@ -14,6 +14,7 @@ _OPTIONAL_COMMANDS = {
     "eval": ("gliclass_rerank.evaluation", "measure ranking quality on BEIR / TrecQA data"),
     "train": ("gliclass_rerank.training", "fine-tune a GLiClass reranker"),
     "serve": ("gliclass_rerank.server.cli", "serve Cohere- and TEI-compatible rerank endpoints"),
+    "index": ("gliclass_rerank.indexing", "store a bi-encoder's passage vectors for a corpus (sqlite, redis)"),
 }
 
 
@@ -42,8 +43,9 @@ def read_passages(path: str) -> list[str]:
 PACKING_OPTIONS = ("passages_per_pass", "target_length", "max_length", "batch_size")
 
 
-def add_model_arguments(parser) -> None:
-    """`--model`, `--device`, `--dtype` and the packing knobs (a parser or an argument group); shared with `serve`."""
+def add_model_arguments(parser, passage_store: bool = True) -> None:
+    """`--model`, `--device`, `--dtype` and the packing knobs (a parser or an argument group); shared with `serve`.
+    `passage_store`: also `--passage-store URI` (bi-encoders read stored passage vectors)."""
     parser.add_argument("--model", required=True, help="GLiClass checkpoint: local folder or Hugging Face Hub id")
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
     parser.add_argument("--dtype", default="auto", help="auto, float32, float16, bfloat16")
@@ -56,6 +58,10 @@ def add_model_arguments(parser) -> None:
                         help="dynamic int8 Linear layers on CPU (~1.5x faster, ranks move a little)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the encoder (~1.15x on long passages on CPU; tens of seconds to start)")
+    if passage_store:
+        parser.add_argument("--passage-store", default=None, metavar="URI",
+                            help="bi-encoders: read and write passage vectors in this store (sqlite:///file.db, "
+                                 "redis://host:6379/0, memory://?max_bytes=N), e.g. one filled by `index`")
 
 
 def model_options(args: argparse.Namespace) -> dict:
@@ -65,6 +71,8 @@ def model_options(args: argparse.Namespace) -> dict:
         options["quantize"] = args.quantize
     if getattr(args, "compile", False):
         options["compile"] = True
+    if getattr(args, "passage_store", None):
+        options["passage_store"] = args.passage_store
     return options
 
 
