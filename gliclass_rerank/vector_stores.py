@@ -333,8 +333,13 @@ class RedisVectorStore(EncodedVectorStore):
         return sum(1 for _ in self.client.scan_iter(match=f"{self.prefix}:v:*", count=1000))
 
     def size_bytes(self) -> int:
-        """Memory the server reports using for its whole data set (`INFO memory` used_memory_dataset)."""
-        return int(self.client.info("memory")["used_memory_dataset"])
+        """Server memory this store's vectors take (`MEMORY USAGE` of each key, summed; a full scan)."""
+        total, pipe = 0, self.client.pipeline(transaction=False)
+        for number, key in enumerate(self.client.scan_iter(match=f"{self.prefix}:v:*", count=1000), start=1):
+            pipe.memory_usage(key, samples=0)
+            if number % 1000 == 0:
+                total += sum(n or 0 for n in pipe.execute())
+        return total + sum(n or 0 for n in pipe.execute())
 
 
 # ------------------------------------------------------------------ URIs
