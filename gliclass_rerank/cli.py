@@ -18,25 +18,31 @@ _OPTIONAL_COMMANDS = {
 }
 
 
-def read_passages(path: str) -> list[str]:
-    """Passages from a JSON-lines file: each line a string, or an object with "text" (and maybe "title")."""
-    passages = []
+def iter_json_lines(path: str):
+    """(line number, parsed value) of each non-blank line of a JSON-lines file ("-" = stdin); a line that is
+    not JSON exits naming the file and line."""
     source = sys.stdin if path == "-" else open(path, encoding="utf-8")
     with source:
         for number, line in enumerate(source, start=1):
             if not line.strip():
                 continue
             try:
-                item = json.loads(line)
+                yield number, json.loads(line)
             except json.JSONDecodeError as error:
                 raise SystemExit(f"{path}:{number}: not valid JSON ({error.msg})") from None
-            if isinstance(item, str):
-                passages.append(item)
-            elif isinstance(item, dict) and isinstance(item.get("text"), str):
-                title = item.get("title")
-                passages.append(f"{title}\n{item['text']}" if isinstance(title, str) and title else item["text"])
-            else:
-                raise SystemExit(f'{path}:{number}: expected a string or an object with a "text" string')
+
+
+def read_passages(path: str) -> list[str]:
+    """Passages from a JSON-lines file: each line a string, or an object with "text" (and maybe "title")."""
+    passages = []
+    for number, item in iter_json_lines(path):
+        if isinstance(item, str):
+            passages.append(item)
+        elif isinstance(item, dict) and isinstance(item.get("text"), str):
+            title = item.get("title")
+            passages.append(f"{title}\n{item['text']}" if isinstance(title, str) and title else item["text"])
+        else:
+            raise SystemExit(f'{path}:{number}: expected a string or an object with a "text" string')
     return passages
 
 

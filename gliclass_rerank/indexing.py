@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 
-from .cli import add_model_arguments, model_options, read_passages
+from .cli import add_model_arguments, iter_json_lines, model_options, read_passages
 
 DEFAULT_CHUNK = 512
 
@@ -49,18 +49,11 @@ def corpus_texts(path: str) -> list[str]:
 
 
 def _beir_texts(path: str) -> Iterator[str]:
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                doc = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise SystemExit(f"{path}:{number}: not valid JSON ({error.msg})") from None
-            if not isinstance(doc, dict):
-                raise SystemExit(f"{path}:{number}: expected a BEIR document object")
-            # the join of evaluation.data.RetrievalData.doc_text (BEIR's convention; tested to stay equal)
-            yield f"{doc.get('title') or ''} {doc.get('text') or ''}".strip()
+    for number, doc in iter_json_lines(path):
+        if not isinstance(doc, dict):
+            raise SystemExit(f"{path}:{number}: expected a BEIR document object")
+        # the join of evaluation.data.RetrievalData.doc_text (BEIR's convention; tested to stay equal)
+        yield f"{doc.get('title') or ''} {doc.get('text') or ''}".strip()
 
 
 def run(args: argparse.Namespace) -> int:
