@@ -160,3 +160,12 @@ def test_serve_passes_the_passage_store():
     args = parser.parse_args(["--model", "m", "--passage-store", "redis://127.0.0.1:6379/0"])
     assert server_cli._model_options(args)["passage_store"] == "redis://127.0.0.1:6379/0"
     assert "passage_store" in MODEL_OPTION_KEYS  # each Ray replica opens the same store
+
+
+def test_index_stops_when_redis_is_unreachable(biencoder_dir, corpus):
+    from redis_server import free_port
+
+    pytest.importorskip("redis")
+    with pytest.raises(SystemExit, match="gliclass-rerank index: passage store .* failed"):
+        main(["index", str(corpus), "--model", str(biencoder_dir), "--store",
+              f"redis://127.0.0.1:{free_port()}/0?timeout=0.2", "--quiet", *CPU])

@@ -241,3 +241,11 @@ def test_reranker_answers_while_redis_is_down(biencoder_dir, redis_server):
     redis_server.stop()
     assert reranker.score(QUERY, PASSAGES) == pytest.approx(plain, abs=1e-6)
     assert reranker._passage_cache.store.stats()["errors"] >= 1
+
+
+def test_reranker_answers_when_redis_is_unreachable_at_start(biencoder_dir):
+    plain = load(biencoder_dir).score(QUERY, PASSAGES)
+    reranker = load(biencoder_dir, passage_store=f"redis://127.0.0.1:{free_port()}/0?timeout=0.2")
+    assert reranker.score(QUERY, PASSAGES) == pytest.approx(plain, abs=1e-6)
+    stats = reranker.passage_cache_stats()
+    assert stats["misses"] == 3 and stats["store_errors"] >= 1
