@@ -183,6 +183,34 @@ def test_sqlite_concurrent_writer_and_readers(tmp_path):
     assert sum(r is not None for r in open_store(uri).get_many(keys(600))) == 600
 
 
+def test_sqlite_crash_mid_write_keeps_what_was_stored(tmp_path):
+    import subprocess
+    import sys
+
+    uri = f"sqlite://{tmp_path}/crash.db"
+    # A writer that commits 10 rows, then dies (no cleanup at all) in the middle of its next transaction.
+    script = f"""
+import os, numpy as np
+from gliclass_rerank.vector_stores import open_store, encode_row
+store = open_store({uri!r}, strict=True)
+keys = [f"{FP_A}/{{i:064x}}" for i in range(50)]
+rows = list(np.ones((50, 8), dtype=np.float32))
+store.put_many(keys[:10], rows[:10])
+connection = store._connection()
+connection.execute("BEGIN IMMEDIATE")
+connection.executemany("INSERT INTO vectors VALUES (?, ?)", [(k, encode_row(r)) for k, r in zip(keys[10:], rows[10:])])
+os._exit(3)
+"""
+    assert subprocess.run([sys.executable, "-c", script], timeout=120).returncode == 3
+    store = open_store(uri)
+    got = store.get_many(keys(50))
+    assert [g is not None for g in got] == [True] * 10 + [False] * 40
+    with sqlite3.connect(store.path) as raw:
+        assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    store.put_many(keys(50)[10:], rows(40))  # and it takes writes again
+    assert all(g is not None for g in store.get_many(keys(50)))
+
+
 # ------------------------------------------------------------------ Redis faults
 def test_redis_unreachable_at_start_degrades():
     store = open_store(f"redis://127.0.0.1:{free_port()}/0?timeout=0.2&retry_after=0")
