@@ -60,7 +60,7 @@ def encode_row(row: np.ndarray, dtype: str = "float32") -> bytes:
     if target not in DTYPE_CODES:
         raise ValueError(f"dtype={dtype!r}: a stored row is float32 or float16")
     payload = np.ascontiguousarray(row, dtype=target).reshape(-1).tobytes()
-    return HEADER.pack(MAGIC, FORMAT_VERSION, DTYPE_CODES[target], payload.__len__() // target.itemsize,
+    return HEADER.pack(MAGIC, FORMAT_VERSION, DTYPE_CODES[target], len(payload) // target.itemsize,
                        zlib.crc32(payload)) + payload
 
 
