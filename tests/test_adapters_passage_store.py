@@ -41,25 +41,25 @@ def test_haystack(biencoder_dir, tmp_path):
     assert stored(uri, biencoder_dir) == 3
 
 
-def test_langchain(biencoder_dir, tmp_path):
+def rerank_with_langchain(folder, options: dict) -> None:
     pytest.importorskip("langchain_core")
     from langchain_core.documents import Document
     from langchain_gliclass import GLiClassRerank
 
-    uri = f"sqlite://{tmp_path}/v.db"
-    compressor = GLiClassRerank(model=str(biencoder_dir), device="cpu", dtype="float32",
-                                model_kwargs={"passage_store": uri})
-    compressor.compress_documents([Document(page_content=p) for p in PASSAGES], QUERY)
-    assert stored(uri, biencoder_dir) == 3
+    GLiClassRerank(model=str(folder), **options).compress_documents([Document(page_content=p) for p in PASSAGES], QUERY)
 
 
-def test_llama_index(biencoder_dir, tmp_path):
+def rerank_with_llama_index(folder, options: dict) -> None:
     pytest.importorskip("llama_index.core")
     from llama_index.core.schema import NodeWithScore, TextNode
     from llama_index.postprocessor.gliclass_rerank import GLiClassRerank
 
+    nodes = [NodeWithScore(node=TextNode(text=p)) for p in PASSAGES]
+    GLiClassRerank(model=str(folder), **options).postprocess_nodes(nodes, query_str=QUERY)
+
+
+@pytest.mark.parametrize("rerank_with", [rerank_with_langchain, rerank_with_llama_index])
+def test_langchain_and_llama_index(biencoder_dir, tmp_path, rerank_with):
     uri = f"sqlite://{tmp_path}/v.db"
-    postprocessor = GLiClassRerank(model=str(biencoder_dir), device="cpu", dtype="float32",
-                                   model_kwargs={"passage_store": uri})
-    postprocessor.postprocess_nodes([NodeWithScore(node=TextNode(text=p)) for p in PASSAGES], query_str=QUERY)
+    rerank_with(biencoder_dir, {"device": "cpu", "dtype": "float32", "model_kwargs": {"passage_store": uri}})
     assert stored(uri, biencoder_dir) == 3
