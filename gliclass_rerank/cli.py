@@ -19,36 +19,44 @@ _OPTIONAL_COMMANDS = {
     "eval": ("gliclass_rerank.evaluation", "measure ranking quality on BEIR / TrecQA data"),
     "train": ("gliclass_rerank.training_args", "fine-tune a GLiClass reranker"),
     "serve": ("gliclass_rerank.server.cli", "serve Cohere- and TEI-compatible rerank endpoints"),
+    "index": ("gliclass_rerank.indexing", "store a bi-encoder's passage vectors for a corpus (sqlite, redis)"),
 }
 
 
-def read_passages(path: str) -> list[str]:
-    """Passages from a JSON-lines file: each line a string, or an object with "text" (and maybe "title")."""
-    passages = []
+def iter_json_lines(path: str):
+    """(line number, parsed value) of each non-blank line of a JSON-lines file ("-" = stdin); a line that is
+    not JSON exits naming the file and line."""
     source = sys.stdin if path == "-" else open(path, encoding="utf-8")
     with source:
         for number, line in enumerate(source, start=1):
             if not line.strip():
                 continue
             try:
-                item = json.loads(line)
+                yield number, json.loads(line)
             except json.JSONDecodeError as error:
                 raise SystemExit(f"{path}:{number}: not valid JSON ({error.msg})") from None
-            if isinstance(item, str):
-                passages.append(item)
-            elif isinstance(item, dict) and isinstance(item.get("text"), str):
-                title = item.get("title")
-                passages.append(f"{title}\n{item['text']}" if isinstance(title, str) and title else item["text"])
-            else:
-                raise SystemExit(f'{path}:{number}: expected a string or an object with a "text" string')
+
+
+def read_passages(path: str) -> list[str]:
+    """Passages from a JSON-lines file: each line a string, or an object with "text" (and maybe "title")."""
+    passages = []
+    for number, item in iter_json_lines(path):
+        if isinstance(item, str):
+            passages.append(item)
+        elif isinstance(item, dict) and isinstance(item.get("text"), str):
+            title = item.get("title")
+            passages.append(f"{title}\n{item['text']}" if isinstance(title, str) and title else item["text"])
+        else:
+            raise SystemExit(f'{path}:{number}: expected a string or an object with a "text" string')
     return passages
 
 
 PACKING_OPTIONS = ("passages_per_pass", "target_length", "max_length", "batch_size")
 
 
-def add_model_arguments(parser) -> None:
-    """`--model`, `--device`, `--dtype` and the packing knobs (a parser or an argument group); shared with `serve`."""
+def add_model_arguments(parser, passage_store: bool = True) -> None:
+    """`--model`, `--device`, `--dtype` and the packing knobs (a parser or an argument group); shared with `serve`.
+    `passage_store`: also `--passage-store URI` (bi-encoders read stored passage vectors)."""
     parser.add_argument("--model", required=True, help="GLiClass checkpoint: local folder or Hugging Face Hub id")
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
     parser.add_argument("--dtype", default="auto", help="auto, float32, float16, bfloat16")
@@ -61,6 +69,10 @@ def add_model_arguments(parser) -> None:
                         help="dynamic int8 Linear layers on CPU (~1.5x faster, ranks move a little)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the encoder (~1.15x on long passages on CPU; tens of seconds to start)")
+    if passage_store:
+        parser.add_argument("--passage-store", default=None, metavar="URI",
+                            help="bi-encoders: read and write passage vectors in this store (sqlite:///file.db, "
+                                 "redis://host:6379/0, memory://?max_bytes=N), e.g. one filled by `index`")
 
 
 def model_options(args: argparse.Namespace) -> dict:
@@ -70,6 +82,8 @@ def model_options(args: argparse.Namespace) -> dict:
         options["quantize"] = args.quantize
     if getattr(args, "compile", False):
         options["compile"] = True
+    if getattr(args, "passage_store", None):
+        options["passage_store"] = args.passage_store
     return options
 
 

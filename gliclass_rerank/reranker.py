@@ -39,6 +39,7 @@ from .runtime import resolve_device, resolve_dtype
 from .tokenization import DEFAULT_CACHE_BYTES as DEFAULT_TOKEN_CACHE_BYTES
 from .tokenization import PieceTokenizer, check_unicode
 from .vector_cache import LRUVectorStore, PassageVectorCache, VectorStore, fingerprint
+from .vector_stores import open_store
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +101,10 @@ class GLiClassReranker:
         passage_cache_bytes: bi-encoders: the in-memory passage-vector cache's bound in bytes (vectors plus
             ~320 bytes per entry; least recently used dropped first; 0 disables it). Default 256 MiB.
         passage_store: bi-encoders: a `vector_cache.VectorStore` to keep passage vectors in instead (shared
-            between rerankers, or another back-end); `passage_cache_bytes` is then unused.
+            between rerankers, or another back-end), or a URI that `vector_stores.open_store` opens
+            ("memory://?max_bytes=N", "sqlite:///path/to/file.db", "redis://host:6379/0");
+            `passage_cache_bytes` is then unused. A persistent store holding another model's vectors is
+            refused (`vector_stores.StoreModelMismatch`, naming that model).
 
     Bi-encoder checkpoints ("bi-encoder", "bi-encoder-fused") score the same calls. Listwise, each passage is
     a label read by the label encoder alone (cut to that encoder's length or `max_passage_tokens`, reported
@@ -130,7 +134,7 @@ class GLiClassReranker:
         token_cache_bytes: int = DEFAULT_TOKEN_CACHE_BYTES,
         label_tokenizer=None,
         passage_cache_bytes: int = DEFAULT_PASSAGE_CACHE_BYTES,
-        passage_store: VectorStore | None = None,
+        passage_store: VectorStore | str | None = None,
     ) -> None:
         self.config: GLiClassConfig = model.config
         fused = self.config.architecture_type == "bi-encoder-fused"
@@ -187,6 +191,12 @@ class GLiClassReranker:
                 max_label_tokens=self.max_label_tokens, dtype=str(self.dtype), quantize=quantize,
                 device_type=self.device.type,
             )
+            bind_model = getattr(self._passage_cache.store, "bind_model", None)
+            if bind_model is not None:  # a persistent store: refuse one that holds another model's vectors
+                bind_model(self._passage_cache.fingerprint, name_or_path)
+        elif passage_store is not None:
+            logger.warning("passage_store is ignored: a %s checkpoint reads passages with the query",
+                           self.config.architecture_type)
         self.model = self._prepare(model, quantize, compile)
         self._lock = threading.Lock()
         self._warned_query_cut = False
@@ -204,6 +214,8 @@ class GLiClassReranker:
         self.max_label_tokens = budget
         if store is None:
             store = LRUVectorStore(cache_bytes)
+        elif isinstance(store, str):
+            store = open_store(store)  # a URI: memory://, sqlite:///file.db, redis://host:port/db
         elif not isinstance(store, VectorStore):
             raise TypeError(f"passage_store must have get_many/put_many (vector_cache.VectorStore), got {store!r:.80}")
         self._passage_cache = PassageVectorCache(store, fingerprint="")

@@ -122,15 +122,18 @@ class PassageVectorCache:
         self.store.put_many([self.key(t) for t in texts], list(rows))
 
     def stats(self) -> dict[str, int | None]:
-        """hits, misses, and for the in-memory store its entries, bytes and byte bound."""
+        """hits, misses, and for the in-memory store its entries, bytes and byte bound; a store with its own
+        `stats()` (`vector_stores`) adds them prefixed "store_" (corrupt, errors, lookups, lookup_seconds)."""
         store = self.store
         in_memory = isinstance(store, LRUVectorStore)
+        own = getattr(store, "stats", None)
         return {
             "hits": self.hits,
             "misses": self.misses,
             "entries": len(store) if in_memory else None,
             "bytes": store.nbytes if in_memory else None,
             "max_bytes": store.max_bytes if in_memory else None,
+            **({f"store_{k}": v for k, v in own().items()} if callable(own) else {}),
         }
 
 

@@ -111,12 +111,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--passages-per-pass", type=int, default=None)
     parser.add_argument("--max-passage-tokens", type=int, default=None)
     parser.add_argument("--quantize", choices=("int8",), default=None, help="GLiClass: dynamic int8 on CPU")
+    parser.add_argument("--passage-store", default=None, metavar="URI",
+                        help="GLiClass bi-encoders: read and write passage vectors in this store (sqlite:///file.db, "
+                             "redis://host:6379/0), e.g. one filled by `gliclass-rerank index`")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _systems(args: argparse.Namespace) -> list:
     options = {k: getattr(args, k) for k in ("device", "dtype", "batch_size", "max_length", "passages_per_pass",
-                                             "max_passage_tokens", "quantize")}
+                                             "max_passage_tokens", "quantize", "passage_store")}
     specs = list(args.system)
     modes = ("listwise", "nli") if args.mode == "both" else (args.mode,)
     for path in args.model:
@@ -162,8 +165,8 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit(f"two systems are named {dup!r}: name them apart with --system gliclass:PATH@NAME")
         results = {}
         # passages_per_pass is a listwise knob; everything else reaches the model as in _systems
-        opts = {k: getattr(args, k) for k in ("batch_size", "max_length", "max_passage_tokens", "quantize")
-                if getattr(args, k) is not None}
+        opts = {k: getattr(args, k) for k in ("batch_size", "max_length", "max_passage_tokens", "quantize",
+                                              "passage_store") if getattr(args, k) is not None}
         for name, path in named:
             model = GLiClassReranker.from_pretrained(path, device=args.device, dtype=args.dtype, **opts)
             results[name] = evaluate_nli(model, pairs, show_progress=show)

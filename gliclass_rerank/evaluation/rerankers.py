@@ -188,7 +188,7 @@ def build_reranker(spec: str, **options: Any) -> Any:
     kind, path, name = parse_system_spec(spec)
     if kind in ("gliclass", "gliclass-nli"):
         keys = ("device", "dtype", "batch_size", "max_length", "passages_per_pass", "max_passage_tokens",
-                "max_query_tokens", "quantize")
+                "max_query_tokens", "quantize", "passage_store")
         return GLiClassScorer(path, mode="nli" if kind == "gliclass-nli" else "listwise", name=name,
                               **{k: options[k] for k in keys if options.get(k) is not None})
     device = options.get("device")

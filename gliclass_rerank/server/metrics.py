@@ -96,3 +96,14 @@ class _PassageCacheCollector:
                                     value=stats["entries"])
             yield GaugeMetricFamily("gliclass_passage_cache_bytes", "Bytes the in-memory passage cache holds",
                                     value=stats["bytes"])
+        if stats.get("store_lookups") is not None:  # a persistent store (vector_stores)
+            yield CounterMetricFamily("gliclass_passage_store_lookups", "Batched lookups in the passage store",
+                                      value=stats["store_lookups"])
+            yield CounterMetricFamily("gliclass_passage_store_lookup_seconds",
+                                      "Seconds spent in passage-store lookups", value=stats["store_lookup_seconds"])
+            yield CounterMetricFamily("gliclass_passage_store_errors",
+                                      "Passage-store reads and writes that failed (vectors computed instead)",
+                                      value=stats["store_errors"])
+            yield CounterMetricFamily("gliclass_passage_store_corrupt",
+                                      "Stored passage vectors that were unreadable (recomputed)",
+                                      value=stats["store_corrupt"])

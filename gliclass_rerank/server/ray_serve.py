@@ -33,7 +33,7 @@ DEFAULT_BATCH_WAIT_S = 0.005
 
 MODEL_OPTION_KEYS = ("device", "dtype", "passages_per_pass", "target_length", "max_length", "max_query_tokens",
                      "max_passage_tokens", "batch_size", "quantize", "compile", "token", "revision",
-                     "token_cache_bytes")
+                     "token_cache_bytes", "passage_store")
 APP_OPTION_KEYS = ("served_model_name", "check_model_name", "api_key", "max_documents", "max_body_bytes",
                    "max_queue_tokens", "max_queue_requests", "batching", "max_batch_tokens", "batch_wait_ms",
                    "max_batch_requests")
