@@ -14,7 +14,6 @@ import json
 import shutil
 
 import pytest
-import torch
 import upstream_fixtures as uf  # before gliclass: it keeps gliclass from importing Ray Serve
 
 pytest.importorskip("gliclass", reason="parity tests need the upstream gliclass package (pip install gliclass==0.1.21)")
@@ -95,15 +94,6 @@ CONFIGS: list[tuple[str, dict]] = [
 
 def _key(overrides: dict) -> str:
     return json.dumps(overrides, sort_keys=True)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny matrices: on a shared 2-core machine one thread is several times faster than two.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

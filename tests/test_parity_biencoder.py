@@ -14,7 +14,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 import upstream_fixtures as uf  # before gliclass: it keeps gliclass from importing Ray Serve
 
 pytest.importorskip("gliclass", reason="parity tests need the upstream gliclass package (pip install gliclass==0.1.21)")
@@ -41,14 +40,6 @@ CONFIGS: list[tuple[str, dict]] = [
     ("avg-normalize-weighted-dot", {"pooling_strategy": "avg", "normalize_features": True, "scorer_type": "weighted-dot"}),
     ("max", {"pooling_strategy": "max"}),
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -13,13 +13,13 @@ from .conftest import ThreadedServer
 
 @pytest.mark.parametrize("architecture", ["bi-encoder-fused"])
 def test_serve_a_biencoder_with_cache_metrics(tmp_path, monkeypatch, architecture):
-    import uvicorn
-
     from gliclass_rerank.cli import main
+    from gliclass_rerank.server import runner
 
     folder = tiny_checkpoint(tmp_path / "model", architecture=architecture)
     captured = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: captured.update(app=app))
+    # `serve` builds the app, then hands it to runner.serve_app (uvicorn): keep the app, start nothing
+    monkeypatch.setattr(runner, "serve_app", lambda app, **kwargs: captured.update(app=app))
     assert main(["serve", "--model", str(folder), "--device", "cpu", "--dtype", "float32"]) == 0
     documents = ["the football team won", "a chocolate cake", "interest rates rose"]
 

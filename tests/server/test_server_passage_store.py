@@ -30,15 +30,15 @@ def rerank(url: str) -> list:
 
 @pytest.fixture
 def serve_app(tmp_path, monkeypatch):
-    import uvicorn
-
     from gliclass_rerank.cli import main
+    from gliclass_rerank.server import runner
 
     folder = tiny_checkpoint(tmp_path / "model", architecture="bi-encoder")
 
     def start(*extra: str):
         captured = {}
-        monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: captured.update(app=app))
+        # `serve` builds the app, then hands it to runner.serve_app (uvicorn): keep the app, start nothing
+        monkeypatch.setattr(runner, "serve_app", lambda app, **kwargs: captured.update(app=app))
         assert main(["serve", "--model", str(folder), "--device", "cpu", "--dtype", "float32", *extra]) == 0
         return captured["app"]
 
