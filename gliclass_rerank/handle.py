@@ -14,7 +14,8 @@ import os
 import threading
 from typing import Any, Callable, Mapping
 
-from .reranker import GLiClassReranker, _positive_int, reuse_loaded
+from .defaults import positive_int as _positive_int
+from .reranker import GLiClassReranker, reuse_loaded
 from .results import RerankResult
 
 # Loading options an adapter names itself; `model_kwargs` carries the rest of `from_pretrained`'s arguments.

@@ -172,7 +172,7 @@ def load_label_tokenizer(
     name_or_path: str | os.PathLike, config: GLiClassConfig, *, token=None, revision=None
 ) -> PreTrainedTokenizerBase:
     """A bi-encoder's label tokenizer: the checkpoint's `label_tokenizer/` folder, else `label_model_name`."""
-    folder = Path(name_or_path)
+    folder = Path(name_or_path).expanduser()
     if folder.is_dir():
         if (folder / LABEL_TOKENIZER_FOLDER).is_dir():
             return load_tokenizer(folder / LABEL_TOKENIZER_FOLDER)
@@ -185,7 +185,7 @@ def load_label_tokenizer(
             "the label encoder's tokenizer cannot be found"
         )
     try:
-        return load_tokenizer(config.label_model_name)
+        return load_tokenizer(config.label_model_name, token=token)
     except OSError as error:
         raise FileNotFoundError(
             f"{name_or_path!s} has no {LABEL_TOKENIZER_FOLDER}/ folder and its label_model_name "

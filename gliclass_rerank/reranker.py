@@ -600,8 +600,9 @@ class GLiClassReranker:
         in-memory store its entries, bytes and bound. Uni-encoders: all None (they have no such cache)."""
         if self._passage_cache is None:
             return {"hits": None, "misses": None, "entries": None, "bytes": None, "max_bytes": None}
-        with self._lock:
-            return self._passage_cache.stats()
+        # No reranker lock: the counters are plain ints and the store locks itself, and the server's /metrics
+        # reads this on its event loop, which must not wait for a running batch.
+        return self._passage_cache.stats()
 
     def _warn_query_cut(self, longest: int) -> None:
         if longest > self.max_query_tokens and not self._warned_query_cut:

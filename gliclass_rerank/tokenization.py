@@ -147,7 +147,8 @@ class PieceTokenizer:
             raise ValueError(f"max_tokens={max_tokens!r}: must be an integer >= 1")
         if len(text) <= max_tokens:  # a token covers at least one character
             return text
-        ids, ends, _ = self._tokenize([text], LABEL_TOKEN, max_tokens, with_ends=True)[0]
+        marker = LABEL_TOKEN if self.label_id is not None else ""  # a label encoder's tokenizer has no markers
+        ids, ends, _ = self._tokenize([text], marker, max_tokens, with_ends=True)[0]
         if len(ids) <= max_tokens:
             return text
         if self._backend is None:  # a slow tokenizer gives no offsets

@@ -470,7 +470,7 @@ class BiEncoderGroupCollator:
     the reranker's `PackingRules`)."""
 
     def __init__(self, tokenizer, label_tokenizer, config: GLiClassConfig, max_length: int = 512,
-                 max_query_tokens: int = 64, max_passage_tokens: int | None = None,
+                 max_query_tokens: int = DEFAULT_MAX_QUERY_TOKENS, max_passage_tokens: int | None = None,
                  passages_per_pass: int | None = None, target_length: int | None = None,
                  mode: str = "listwise") -> None:
         self.config, self.mode = config, mode

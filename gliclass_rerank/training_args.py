@@ -153,7 +153,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bm25-depth", type=int, default=d.bm25_depth)
     parser.add_argument("--max-length", type=int, default=d.max_length)
     parser.add_argument("--max-query-tokens", type=int, default=d.max_query_tokens)
-    parser.add_argument("--max-passage-tokens", type=int, default=d.max_passage_tokens)
+    parser.add_argument("--max-passage-tokens", type=int, default=d.max_passage_tokens,
+                        help="cut each passage to this many tokens (0: no cap)")
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help="groups per micro-batch")
     parser.add_argument("--grad-accum", type=int, default=d.grad_accum)
     parser.add_argument("--epochs", type=float, default=d.epochs)
@@ -207,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
         passages_per_pass=args.passages_per_pass, target_length=args.target_length or None,
         group_size=args.group_size, max_positives=args.max_positives, negatives=args.negatives,
         bm25_depth=args.bm25_depth, max_length=args.max_length, max_query_tokens=args.max_query_tokens,
-        max_passage_tokens=args.max_passage_tokens, batch_size=args.batch_size, grad_accum=args.grad_accum,
+        max_passage_tokens=args.max_passage_tokens or None, batch_size=args.batch_size, grad_accum=args.grad_accum,
         epochs=args.epochs, max_steps=args.max_steps, encoder_lr=args.encoder_lr, head_lr=args.head_lr,
         scale_lr=args.scale_lr, weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
         max_grad_norm=args.max_grad_norm, loss=args.loss, focal_alpha=args.focal_alpha,

@@ -387,10 +387,9 @@ def open_store(uri: str, *, strict: bool = False):
         path = parts.netloc + parts.path
         if not path:
             raise ValueError(f"{uri}: no file path (sqlite:///abs/path.db or sqlite://relative.db)")
-        store = SQLiteVectorStore(path, timeout=_number(options, "timeout", uri, float, 10.0),
-                                  max_bytes=_number(options, "max_bytes", uri, int), **common)
-        _reject_unknown(options, uri)
-        return store
+        timeout, max_bytes = _number(options, "timeout", uri, float, 10.0), _number(options, "max_bytes", uri, int)
+        _reject_unknown(options, uri)  # before the file is created
+        return SQLiteVectorStore(path, timeout=timeout, max_bytes=max_bytes, **common)
     if scheme in ("redis", "rediss"):
         try:
             import redis

@@ -137,7 +137,8 @@ def truncate_to_tokens(reranker: Any, text: str, max_tokens: int | None) -> str:
     and never asks the tokenizer to truncate (a fast tokenizer keeps that setting in its shared backend)."""
     if not max_tokens or len(text) <= max_tokens:  # a token has >= 1 character
         return text
-    return reranker.pieces.label_prefix(text, max_tokens)
+    # A bi-encoder reads passages with its label encoder's tokenizer: count the tokens that one sees.
+    return (getattr(reranker, "label_pieces", None) or reranker.pieces).label_prefix(text, max_tokens)
 
 
 def _prepare_passages(reranker: Any, job: Job) -> list[str]:

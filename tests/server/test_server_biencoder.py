@@ -41,3 +41,31 @@ def test_serve_a_biencoder_with_cache_metrics(tmp_path, monkeypatch, architectur
     assert change["gliclass_passage_cache_misses_total"] == 3
     assert change["gliclass_passage_cache_hits_total"] == 3
     assert change["gliclass_passage_cache_entries"] == 3
+
+
+@pytest.mark.parametrize("architecture", ["bi-encoder", "bi-encoder-fused"])
+def test_max_tokens_per_doc_counts_the_label_encoders_tokens(tmp_path, architecture):
+    """A bi-encoder reads passages with its label encoder's tokenizer: Cohere's max_tokens_per_doc cuts to that
+    many of *its* tokens, and the cut passage scores as the library scores that prefix."""
+    from gliclass_rerank import GLiClassReranker
+    from gliclass_rerank.server.batching import truncate_to_tokens
+
+    reranker = GLiClassReranker.from_pretrained(tiny_checkpoint(tmp_path / "m", architecture=architecture),
+                                                device="cpu", dtype="float32")
+    text = "the football team won the championship after a dramatic penalty shootout"
+    cut = truncate_to_tokens(reranker, text, 4)
+    assert text.startswith(cut) and len(cut) < len(text)
+    assert len(reranker.label_pieces.plain([cut])[0].ids) == 4
+    assert len(reranker.label_pieces.plain([text[: len(cut) + 2]])[0].ids) > 4
+
+
+def test_metrics_do_not_wait_for_a_running_batch(tmp_path):
+    """/metrics reads the passage-cache counters on the event loop: it must not take the reranker's lock,
+    which the model thread holds for a whole batch."""
+    from gliclass_rerank import GLiClassReranker
+
+    reranker = GLiClassReranker.from_pretrained(tiny_checkpoint(tmp_path / "m", architecture="bi-encoder"),
+                                                device="cpu", dtype="float32")
+    with reranker._lock:  # as while a batch runs
+        stats = reranker.passage_cache_stats()
+    assert stats["hits"] == 0 and stats["misses"] == 0
