@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 
 from .cli import add_model_arguments, iter_json_lines, model_options, read_passages
+from .evaluation.data import beir_doc_text
 
 DEFAULT_CHUNK = 512
 
@@ -52,8 +53,7 @@ def _beir_texts(path: str) -> Iterator[str]:
     for number, doc in iter_json_lines(path):
         if not isinstance(doc, dict):
             raise SystemExit(f"{path}:{number}: expected a BEIR document object")
-        # the join of evaluation.data.RetrievalData.doc_text (BEIR's convention; tested to stay equal)
-        yield f"{doc.get('title') or ''} {doc.get('text') or ''}".strip()
+        yield beir_doc_text(doc)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,6 +17,11 @@ Run = dict[str, dict[str, float]]
 Qrels = dict[str, dict[str, int]]
 
 
+def beir_doc_text(doc: dict) -> str:
+    """A BEIR document's text as rerankers read it: title and body joined by a space (BEIR's convention)."""
+    return f"{doc.get('title') or ''} {doc.get('text') or ''}".strip()
+
+
 @dataclass
 class RetrievalData:
     """A retrieval test collection.
@@ -40,8 +45,7 @@ class RetrievalData:
 
     def doc_text(self, doc_id: str) -> str:
         """The text a reranker reads for a document: title and body joined by a space (BEIR's convention)."""
-        doc = self.corpus[doc_id]
-        return f"{doc.get('title') or ''} {doc.get('text') or ''}".strip()
+        return beir_doc_text(self.corpus[doc_id])
 
     def subset(self, max_queries: int | None) -> RetrievalData:
         """The first `max_queries` queries (in sorted id order), for quick runs."""
