@@ -18,6 +18,8 @@ _OPTIONAL_COMMANDS = {
     "init": ("gliclass_rerank.from_encoder", "build a calibrated GLiClass reranker from a plain sentence encoder"),
     "eval": ("gliclass_rerank.evaluation", "measure ranking quality on BEIR / TrecQA data"),
     "train": ("gliclass_rerank.training_args", "fine-tune a GLiClass reranker"),
+    "hybrid": ("gliclass_rerank.hybrid",
+               "fit a hybrid score (reranker logit + embedding cosine) on dev data and save it in the checkpoint"),
     "serve": ("gliclass_rerank.server.cli", "serve Cohere- and TEI-compatible rerank endpoints"),
     "index": ("gliclass_rerank.indexing", "store a bi-encoder's passage vectors for a corpus (sqlite, redis)"),
 }

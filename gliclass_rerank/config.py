@@ -19,6 +19,10 @@ by the label encoder, alone. Our fine-tuning starts from w = 20 and `logit_scale
 model made from a sentence encoder ranks exactly as that encoder's cosine; training then learns how much of
 the fused score to mix in. Upstream ignores the key: its logits are the fused part alone (same model, other
 ranking; docs/benchmarks.md measures the difference). Absent means 0.0 (upstream's computation).
+A fourth, for "uni-encoder" only: `hybrid` (see `HybridConfig`), a calibrated mix of the model's logit with the
+cosine of the embedding model it was made from, `logit_weight * logit + cosine_weight * cos(query, passage) +
+bias`, the embedding model saved in a subfolder of the checkpoint (`hybrid.py`). Upstream ignores it (its
+logits are the model's own).
 
 Architectures: "uni-encoder" (`modeling`), "bi-encoder" and "bi-encoder-fused" (`modeling_biencoder`). The
 bi-encoders carry a second backbone, the label encoder (`label_model_config`, named by `label_model_name`).
@@ -48,6 +52,9 @@ BI_ENCODERS = ("bi-encoder", "bi-encoder-fused")
 # >= 1, or null where null means something (no packing target, no passage cap).
 PACKING_KEYS = ("passages_per_pass", "target_length", "max_length", "max_query_tokens", "max_passage_tokens")
 PACKING_NULLABLE = ("target_length", "max_passage_tokens")
+
+# Our `hybrid` extension: the keys of its object (see `HybridConfig`).
+HYBRID_KEYS = ("logit_weight", "cosine_weight", "bias", "encoder", "max_tokens")
 
 LABEL_TOKEN = "<<LABEL>>"
 SEP_TOKEN = "<<SEP>>"
@@ -82,6 +89,9 @@ class GLiClassConfig:
     options (keys in `PACKING_KEYS`, e.g. `{"passages_per_pass": 1, "target_length": null,
     "max_passage_tokens": 128, ...}`). `gliclass-rerank train` writes it; `from_pretrained` applies each
     stored key the caller does not set. Empty (and not written) for every other checkpoint. Upstream ignores it.
+
+    `hybrid` is our fourth extension (`HybridConfig`, uni-encoders only): None (and not written) unless a
+    hybrid score was fitted for the model (`hybrid.fit_hybrid`, `gliclass-rerank hybrid`, `train --hybrid`).
     """
 
     encoder_config: PretrainedConfig
@@ -105,6 +115,7 @@ class GLiClassConfig:
     logit_bias: float = 0.0
     packing: dict[str, int | None] = field(default_factory=dict)
     label_cosine_weight: float = 0.0
+    hybrid: HybridConfig | None = None
     architecture_type: str = "uni-encoder"
     label_model_config: PretrainedConfig | None = None
     label_model_name: str | None = None
@@ -171,6 +182,11 @@ class GLiClassConfig:
             raise _refuse("label_cosine_weight", label_cosine_weight,
                           "a finite number with architecture_type 'bi-encoder-fused' (our extension; absent means 0.0)")
 
+        hybrid = read_hybrid(data.get("hybrid"))
+        if hybrid is not None and arch != "uni-encoder":
+            raise _refuse("hybrid", data["hybrid"], "an object with architecture_type 'uni-encoder' (a "
+                          "bi-encoder-fused model mixes in its label encoder's cosine with label_cosine_weight)")
+
         label_model_config = None
         label_model_name = None
         if bi_encoder:
@@ -214,6 +230,7 @@ class GLiClassConfig:
             logit_bias=float(logit_bias),
             packing=read_packing(data.get("packing")),
             label_cosine_weight=float(label_cosine_weight),
+            hybrid=hybrid,
             architecture_type=arch,
             label_model_config=label_model_config,
             label_model_name=label_model_name,
@@ -289,6 +306,10 @@ class GLiClassConfig:
             data["label_cosine_weight"] = float(self.label_cosine_weight)
         else:
             data.pop("label_cosine_weight", None)
+        if self.hybrid is not None:
+            data["hybrid"] = self.hybrid.to_dict()
+        else:
+            data.pop("hybrid", None)
         return data
 
     @property
@@ -327,6 +348,62 @@ def read_packing(value: Any) -> dict[str, int | None]:
             allowed = "an integer >= 1" + (" or null" if key in PACKING_NULLABLE else "")
             raise _refuse(f"packing.{key}", item, allowed)
     return packing
+
+
+@dataclass(frozen=True)
+class HybridConfig:
+    """Our `hybrid` extension of `config.json`: the listwise logit becomes
+
+        logit_weight * model logit + cosine_weight * cos(query, passage) + bias
+
+    where cos is the embedding model's (saved in the checkpoint's subfolder `encoder`): query and passage
+    embedded separately, mean pooling over their tokens ([CLS] and [SEP] included) and L2 norm, as
+    sentence-transformers does, each cut to `max_tokens` tokens (specials included; null: the encoder's
+    positions, at most 512). Both weights are >= 0 (a negative one would rank against that signal) and not both 0.
+    """
+
+    logit_weight: float
+    cosine_weight: float
+    bias: float = 0.0
+    encoder: str = "hybrid_encoder"
+    max_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("logit_weight", "cosine_weight"):
+            value = getattr(self, name)
+            if not _is_finite_number(value) or value < 0:
+                raise _refuse(f"hybrid.{name}", value, "a finite number >= 0")
+        if self.logit_weight == 0 and self.cosine_weight == 0:
+            raise _refuse("hybrid.logit_weight", self.logit_weight, "a number > 0 when hybrid.cosine_weight is 0 too")
+        if not _is_finite_number(self.bias):
+            raise _refuse("hybrid.bias", self.bias, "a finite number")
+        encoder = self.encoder
+        if (not isinstance(encoder, str) or not encoder.strip() or Path(encoder).is_absolute()
+                or ".." in Path(encoder).parts or "\\" in encoder):
+            raise _refuse("hybrid.encoder", encoder, "the name of a subfolder of the checkpoint (relative, no '..')")
+        limit = self.max_tokens
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 3):
+            raise _refuse("hybrid.max_tokens", limit, "an integer >= 3 or null")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `config.json` object."""
+        return {"logit_weight": float(self.logit_weight), "cosine_weight": float(self.cosine_weight),
+                "bias": float(self.bias), "encoder": self.encoder, "max_tokens": self.max_tokens}
+
+
+def read_hybrid(value: Any) -> HybridConfig | None:
+    """The validated `hybrid` extension of a `config.json` (absent: None); refuses bad keys and values by name."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _refuse("hybrid", value, f"an object with keys from {list(HYBRID_KEYS)} (our extension)")
+    unknown = [key for key in value if key not in HYBRID_KEYS]
+    if unknown:
+        raise _refuse(f"hybrid.{unknown[0]}", value[unknown[0]], f"keys {list(HYBRID_KEYS)}")
+    for key in ("logit_weight", "cosine_weight", "encoder"):
+        if key not in value:
+            raise UnsupportedConfigError(f"GLiClass config field 'hybrid' lacks {key!r} (keys: {list(HYBRID_KEYS)})")
+    return HybridConfig(**value)
 
 
 def _is_finite_number(value: Any) -> bool:

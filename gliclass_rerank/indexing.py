@@ -1,6 +1,7 @@
 """``gliclass-rerank index``: compute a bi-encoder's passage vectors for a corpus once and keep them in a
 persistent store (`vector_stores`), so that rerankers pointed at the store (`--passage-store`) read them
-instead of running the label encoder.
+instead of running the label encoder. A uni-encoder with a hybrid score (`hybrid`) indexes its embedding
+model's passage vectors the same way.
 
 Batched, with a progress bar, resumable (passages already in the store are read, not recomputed), and
 reporting passages/s. Imports no torch until it runs.
@@ -71,11 +72,11 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--store {args.store}: an in-memory store ends with this command; index into "
                          "sqlite:///path/to/file.db or redis://host:6379/0")
     config = load_config(args.model)
-    if not config.is_bi_encoder:
+    if not config.is_bi_encoder and config.hybrid is None:
         raise SystemExit(
             f"--model {args.model} is a {config.architecture_type!r} checkpoint: it reads each passage together "
             "with the query, so there are no passage vectors to index. `index` needs a bi-encoder "
-            "(architecture_type 'bi-encoder' or 'bi-encoder-fused')"
+            "(architecture_type 'bi-encoder' or 'bi-encoder-fused') or a uni-encoder with a hybrid score"
         )
     texts = corpus_texts(args.corpus)
     try:

@@ -6,6 +6,9 @@ Every call goes the same way: strings -> cached token ids (`tokenization`) -> pa
 Bi-encoders (`modeling_biencoder`) take the same path with one more stage before the model: each label
 (listwise: each passage) gets its vector from the label encoder, read from and written to a passage-vector
 cache (`vector_cache`), so a passage seen before costs no encoder work at all.
+
+A uni-encoder with a hybrid score (`hybrid`) adds the cosine of the embedding model it was made from to its
+listwise logits; its passage embeddings go through the same cache machinery, keyed by that model.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import GLiClassConfig
+from .hybrid import HybridScorer, load_hybrid, save_hybrid
 from .loading import load_config, load_label_tokenizer, load_model, load_tokenizer, save_pretrained
 from .modeling import GLiClassUniEncoder
 from .modeling_biencoder import GLiClassBiEncoder
@@ -105,6 +109,12 @@ class GLiClassReranker:
             ("memory://?max_bytes=N", "sqlite:///path/to/file.db", "redis://host:6379/0");
             `passage_cache_bytes` is then unused. A persistent store holding another model's vectors is
             refused (`vector_stores.StoreModelMismatch`, naming that model).
+        hybrid: a uni-encoder's hybrid score (`hybrid.HybridScorer`: the embedding model the reranker was
+            made from, and weights): listwise logits become `logit_weight * logit + cosine_weight *
+            cos(query, passage) + bias`, the cosine the embedding model's (mean pooling, L2 norm). Its passage
+            embeddings use `passage_cache_bytes` / `passage_store` as a bi-encoder's passage vectors do.
+            `from_pretrained` sets it from config.json's `hybrid` (turn off with `hybrid=False`). Listwise only:
+            `mode="nli"` is refused while it is on; `classify` and `entailment` keep the model's own scores.
 
     Bi-encoder checkpoints ("bi-encoder", "bi-encoder-fused") score the same calls. Listwise, each passage is
     a label read by the label encoder alone (cut to that encoder's length or `max_passage_tokens`, reported
@@ -135,6 +145,7 @@ class GLiClassReranker:
         label_tokenizer=None,
         passage_cache_bytes: int = DEFAULT_PASSAGE_CACHE_BYTES,
         passage_store: VectorStore | str | None = None,
+        hybrid: HybridScorer | None = None,
     ) -> None:
         self.config: GLiClassConfig = model.config
         fused = self.config.architecture_type == "bi-encoder-fused"
@@ -172,8 +183,17 @@ class GLiClassReranker:
         self.label_tokenizer = label_tokenizer
         self.label_pieces: PieceTokenizer | None = None
         self._passage_cache: PassageVectorCache | None = None
+        if hybrid is not None and not isinstance(hybrid, HybridScorer):
+            raise TypeError(f"hybrid must be a hybrid.HybridScorer or None, got {hybrid!r:.80}")
+        if hybrid is not None and self.config.architecture_type != "uni-encoder":
+            raise ValueError(f"hybrid: a hybrid score needs a uni-encoder; this checkpoint is "
+                             f"{self.config.architecture_type!r}")
+        self.hybrid = hybrid
+        self.hybrid_pieces: PieceTokenizer | None = None
         if self.config.is_bi_encoder:
             self._init_label_side(label_tokenizer, passage_cache_bytes, passage_store)
+        elif hybrid is not None:
+            self._init_hybrid(hybrid, passage_cache_bytes, passage_store)
         # the query (or a hypothesis) plus one <<LABEL>> marker and one passage token must fit a sequence
         room = self.layout.query_room(self.max_length)
         if max_query_tokens is None:
@@ -194,10 +214,21 @@ class GLiClassReranker:
             bind_model = getattr(self._passage_cache.store, "bind_model", None)
             if bind_model is not None:  # a persistent store: refuse one that holds another model's vectors
                 bind_model(self._passage_cache.fingerprint, name_or_path)
+        elif hybrid is not None:
+            # The embedding model's weights and what changes its vectors: token cap, precision, device.
+            self._passage_cache.fingerprint = fingerprint(
+                [hybrid.encoder.model], hybrid.encoder.tokenizer, pooling="mean-l2",
+                max_tokens=hybrid.encoder.max_tokens, dtype=str(self.dtype), device_type=self.device.type,
+            )
+            bind_model = getattr(self._passage_cache.store, "bind_model", None)
+            if bind_model is not None:
+                bind_model(self._passage_cache.fingerprint, f"{name_or_path} (hybrid: {hybrid.encoder.source})")
         elif passage_store is not None:
             logger.warning("passage_store is ignored: a %s checkpoint reads passages with the query",
                            self.config.architecture_type)
         self.model = self._prepare(model, quantize, compile)
+        if hybrid is not None:
+            hybrid.encoder.to(self.device).to(self.dtype).eval()
         self._lock = threading.Lock()
         self._warned_query_cut = False
 
@@ -212,13 +243,16 @@ class GLiClassReranker:
         if self.max_passage_tokens is not None:
             budget = min(budget, self.max_passage_tokens)
         self.max_label_tokens = budget
-        if store is None:
-            store = LRUVectorStore(cache_bytes)
-        elif isinstance(store, str):
-            store = open_store(store)  # a URI: memory://, sqlite:///file.db, redis://host:port/db
-        elif not isinstance(store, VectorStore):
-            raise TypeError(f"passage_store must have get_many/put_many (vector_cache.VectorStore), got {store!r:.80}")
-        self._passage_cache = PassageVectorCache(store, fingerprint="")
+        self._passage_cache = _open_passage_cache(cache_bytes, store)
+
+    def _init_hybrid(self, hybrid: HybridScorer, cache_bytes: int, store: VectorStore | str | None) -> None:
+        """The embedding model's tokenizer and its passage-vector cache (fingerprint set once the dtype is known)."""
+        encoder = hybrid.encoder
+        self.hybrid_pieces = PieceTokenizer(encoder.tokenizer, self.config, max_piece_tokens=encoder.max_tokens,
+                                            markers=False)
+        specials = len(self.hybrid_pieces.prefix_ids) + len(self.hybrid_pieces.suffix_ids)
+        self.hybrid_tokens = encoder.max_tokens - specials  # sentence-transformers' cap counts the specials
+        self._passage_cache = _open_passage_cache(cache_bytes, store)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -231,6 +265,7 @@ class GLiClassReranker:
         token: str | None = None,
         revision: str | None = None,
         attn_implementation: str | None = "sdpa",
+        hybrid: bool | HybridScorer = True,
         **options: Any,
     ) -> GLiClassReranker:
         """Load a GLiClass checkpoint from a local folder or a Hugging Face Hub id.
@@ -240,6 +275,9 @@ class GLiClassReranker:
         each of its keys that `options` does not set applies, so it scores as it was trained by default.
         `attn_implementation` is passed to transformers ("sdpa" by default, "flash_attention_2" on GPU
         when flash-attn is installed; backbones without SDPA, like DeBERTa, keep their own attention).
+        `hybrid`: True applies the checkpoint's hybrid score (config.json's `hybrid`, its embedding model read
+        from the checkpoint's subfolder) when it has one; False scores with the model alone; a
+        `hybrid.HybridScorer` is used instead of the checkpoint's.
         """
         config = load_config(name_or_path, token=token, revision=revision)
         model = load_model(
@@ -250,10 +288,14 @@ class GLiClassReranker:
             options.setdefault(
                 "label_tokenizer", load_label_tokenizer(name_or_path, config, token=token, revision=revision)
             )
+        if hybrid is True:
+            hybrid = load_hybrid(name_or_path, config.hybrid, token=token, revision=revision) if config.hybrid else None
+        elif hybrid is False:
+            hybrid = None
         stored = {key: value for key, value in config.packing.items() if key not in options}
         try:
             return cls(model, tokenizer, device=device, dtype=dtype, name_or_path=str(name_or_path),
-                       **stored, **options)
+                       hybrid=hybrid, **stored, **options)
         except ValueError as error:
             if not stored:
                 raise
@@ -261,8 +303,11 @@ class GLiClassReranker:
                              "values to override them)") from None
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
-        """Write the checkpoint in upstream's GLiClass format (a bi-encoder's label tokenizer included)."""
+        """Write the checkpoint in upstream's GLiClass format (a bi-encoder's label tokenizer included; a hybrid
+        score's weights in config.json and its embedding model in `hybrid_encoder/`)."""
         save_pretrained(self.model, self.tokenizer, folder, label_tokenizer=self.label_tokenizer)
+        if self.hybrid is not None:
+            save_hybrid(folder, self.hybrid)
 
     def _prepare(self, model: GLiClassUniEncoder | GLiClassBiEncoder, quantize: str | None, compile: bool):
         model = model.to(self.device).eval()
@@ -410,6 +455,59 @@ class GLiClassReranker:
     def _score_queries(
         self, queries: Sequence[str], passages_per_query: Sequence[Sequence[str]], mode: str
     ) -> tuple[list[np.ndarray], list[list[bool]]]:
+        if self.hybrid is None:
+            return self._model_scores(queries, passages_per_query, mode)
+        if mode == "nli":
+            raise ValueError("mode='nli' is not available with a hybrid score (it is fitted for listwise logits): "
+                             "use mode='listwise', or load the model with hybrid=False")
+        features, cuts = self._hybrid_features(queries, passages_per_query)
+        return [self.hybrid.combine(f[:, 0], f[:, 1]) for f in features], cuts
+
+    def hybrid_features(self, queries: Sequence[str], passages_per_query: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """Per query, [n passages, 2] float32: the model's own listwise logit and the hybrid embedding model's
+        cosine of each passage (what `hybrid.fit_hybrid` fits the weights on). Needs a hybrid scorer."""
+        if self.hybrid is None:
+            raise ValueError("hybrid_features needs a reranker with a hybrid scorer (hybrid=HybridScorer(...))")
+        return self._hybrid_features(queries, passages_per_query)[0]
+
+    def _hybrid_features(
+        self, queries: Sequence[str], passages_per_query: Sequence[Sequence[str]]
+    ) -> tuple[list[np.ndarray], list[list[bool]]]:
+        logits, cuts = self._model_scores(queries, passages_per_query, "listwise")
+        with self._lock:
+            cosines, cosine_cuts = self._hybrid_cosines(queries, passages_per_query)
+        features = [np.stack([x, c], axis=1).astype(np.float32) for x, c in zip(logits, cosines)]
+        # a passage cut by either reader is reported as cut
+        cuts = [[a or b for a, b in zip(x, y)] for x, y in zip(cuts, cosine_cuts)]
+        return features, cuts
+
+    def _hybrid_cosines(
+        self, queries: Sequence[str], passages_per_query: Sequence[Sequence[str]]
+    ) -> tuple[list[np.ndarray], list[list[bool]]]:
+        """The embedding model's cosine of each (query, passage) and the passages' cut flags (caller holds the
+        lock). Passage vectors go through the passage-vector cache; queries are embedded each call."""
+        encoder, pieces = self.hybrid.encoder, self.hybrid_pieces
+        unique = list(dict.fromkeys(p for passages in passages_per_query for p in passages))
+        if not unique:
+            return [np.zeros(0, dtype=np.float32) for _ in queries], [[] for _ in queries]
+        passage_vectors, cut_of = self._cached_vectors(unique, pieces, self.hybrid_tokens, encoder.embed,
+                                                       encoder.width)
+        sequences, _ = single_sequences(pieces.plain(list(queries)), pieces.prefix_ids, pieces.suffix_ids,
+                                        self.hybrid_tokens)
+        query_vectors = self._encode_sequences(sequences, encoder.embed, pieces.pad_id)
+        position = {p: i for i, p in enumerate(unique)}
+        cosines, cuts = [], []
+        with torch.inference_mode():
+            for query_vector, passages in zip(query_vectors, passages_per_query):
+                rows = torch.tensor([position[p] for p in passages], dtype=torch.long, device=self.device)
+                cosines.append((passage_vectors[rows] @ query_vector).cpu().numpy().astype(np.float32))
+                cuts.append([cut_of[position[p]] for p in passages])
+        return cosines, cuts
+
+    def _model_scores(
+        self, queries: Sequence[str], passages_per_query: Sequence[Sequence[str]], mode: str
+    ) -> tuple[list[np.ndarray], list[list[bool]]]:
+        """The model's own logits per query and passage, and the passages' cut flags."""
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}: choose 'listwise' or 'nli'")
         if isinstance(queries, str):
@@ -546,21 +644,24 @@ class GLiClassReranker:
 
     def _label_vectors(self, labels: list[str]) -> tuple[torch.Tensor, list[bool]]:
         """The label encoder's pooled vectors [N, width] (on the device) and cut flags, through the cache."""
+        width = self.config.label_model_config.get_text_config().hidden_size
+        return self._cached_vectors(labels, self.label_pieces, self.max_label_tokens, self.model.embed_labels, width)
+
+    def _cached_vectors(
+        self, texts: list[str], pieces: PieceTokenizer, max_tokens: int, encode, width: int
+    ) -> tuple[torch.Tensor, list[bool]]:
+        """`encode`'s vectors [N, width] (on the device) of texts read alone (each cut to `max_tokens`) and their
+        cut flags, read from the passage-vector cache where stored, computed and stored otherwise."""
         cache = self._passage_cache
-        found = cache.get_many(labels)
+        found = cache.get_many(texts)
         missing = [i for i, hit in enumerate(found) if hit is None]
         if missing:
-            texts = [labels[i] for i in missing]
-            sequences, cuts = single_sequences(
-                self.label_pieces.plain(texts), self.label_pieces.prefix_ids, self.label_pieces.suffix_ids,
-                self.max_label_tokens,
-            )
-            computed = self._encode_sequences(sequences, self.model.embed_labels, self.label_pieces.pad_id)
-            computed = computed.cpu().numpy()
-            cache.put_many(texts, computed, cuts)
+            todo = [texts[i] for i in missing]
+            sequences, cuts = single_sequences(pieces.plain(todo), pieces.prefix_ids, pieces.suffix_ids, max_tokens)
+            computed = self._encode_sequences(sequences, encode, pieces.pad_id).cpu().numpy()
+            cache.put_many(todo, computed, cuts)
             for i, vector, cut in zip(missing, computed, cuts):
                 found[i] = (vector, cut)
-        width = self.config.label_model_config.get_text_config().hidden_size
         matrix = np.stack([v for v, _ in found]) if found else np.zeros((0, width), dtype=np.float32)
         return torch.from_numpy(matrix).to(self.device), [c for _, c in found]
 
@@ -584,20 +685,26 @@ class GLiClassReranker:
         Returns the label encoder's pooled vectors, float32 [N, label encoder width], in input order: what
         the cache keeps (the projectors apply at scoring time, so these stay valid while only the heads or
         the text encoder change). Passages cut to the label encoder's budget are cut here as when scored.
+        A uni-encoder with a hybrid score: its embedding model's unit vectors (what its cache keeps).
         """
-        if not self.config.is_bi_encoder:
+        if not self.config.is_bi_encoder and self.hybrid is None:
             raise TypeError(
-                f"encode_passages needs a bi-encoder checkpoint; this one is {self.config.architecture_type!r} "
-                "(its passages are read together with the query)"
+                f"encode_passages needs a bi-encoder checkpoint or a hybrid score; this one is "
+                f"{self.config.architecture_type!r} (its passages are read together with the query)"
             )
         _check_passages(passages)
         with self._lock:
-            vectors, _ = self._label_vectors(list(passages))
+            if self.hybrid is not None:
+                vectors, _ = self._cached_vectors(list(passages), self.hybrid_pieces, self.hybrid_tokens,
+                                                  self.hybrid.encoder.embed, self.hybrid.encoder.width)
+            else:
+                vectors, _ = self._label_vectors(list(passages))
         return vectors.cpu().numpy()
 
     def passage_cache_stats(self) -> dict[str, int | None]:
-        """Bi-encoders: the passage-vector cache's hits and misses (passages looked up), and for the
-        in-memory store its entries, bytes and bound. Uni-encoders: all None (they have no such cache)."""
+        """Bi-encoders (and a hybrid score's embedding model): the passage-vector cache's hits and misses
+        (passages looked up), and for the in-memory store its entries, bytes and bound. Uni-encoders without
+        a hybrid score: all None (they have no such cache)."""
         if self._passage_cache is None:
             return {"hits": None, "misses": None, "entries": None, "bytes": None, "max_bytes": None}
         # No reranker lock: the counters are plain ints and the store locks itself, and the server's /metrics
@@ -640,6 +747,18 @@ class GLiClassReranker:
 
 
 # ---------------------------------------------------------------------- helpers
+def _open_passage_cache(cache_bytes: int, store: VectorStore | str | None) -> PassageVectorCache:
+    """A passage-vector cache (fingerprint set by the caller) over `store`: an in-memory LRU of `cache_bytes`
+    when None, a URI opened by `vector_stores.open_store`, or a `VectorStore`."""
+    if store is None:
+        store = LRUVectorStore(cache_bytes)
+    elif isinstance(store, str):
+        store = open_store(store)  # a URI: memory://, sqlite:///file.db, redis://host:port/db
+    elif not isinstance(store, VectorStore):
+        raise TypeError(f"passage_store must have get_many/put_many (vector_cache.VectorStore), got {store!r:.80}")
+    return PassageVectorCache(store, fingerprint="")
+
+
 def reuse_loaded(model: Any, **loading_options: Any) -> GLiClassReranker | None:
     """`model` when it is an already loaded reranker (to share it), else None (a hub id or folder to load).
 

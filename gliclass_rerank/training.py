@@ -1006,4 +1006,12 @@ def load_examples(args: TrainArgs) -> tuple[list[TrainExample], bool]:
 def train(args: TrainArgs, step_callback: Callable[[int, float], None] | None = None) -> dict:
     """Load the data, build or load the model, train, save to `args.output_dir`; returns the summary."""
     examples, retrieval = load_examples(args)
-    return Trainer(args, examples, retrieval=retrieval, step_callback=step_callback).run()
+    if args.hybrid:  # refuse a bad embedding model before training, not after
+        from .hybrid import check_hybrid_encoder, fit_after_training
+
+        check_hybrid_encoder(args.hybrid_encoder or args.init)
+    trainer = Trainer(args, examples, retrieval=retrieval, step_callback=step_callback)
+    summary = trainer.run()
+    if args.hybrid:
+        summary["hybrid"] = fit_after_training(trainer, args)
+    return summary

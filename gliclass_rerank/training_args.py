@@ -69,6 +69,9 @@ class TrainArgs:
     patience: int | None = None  # stop after this many dev evaluations without a gain (None: never)
     interpolation: float = 1.0  # saved weights = a * fine-tuned + (1 - a) * initial (1: fine-tuned only)
     train_weights: list[float] | None = None  # per-source sampling weights, one per `train` source
+    # After training, fit a hybrid score (hybrid.py) on the dev split with this embedding model's cosine.
+    hybrid: bool = False
+    hybrid_encoder: str | None = None  # the embedding model (None: `init`, when it is a plain encoder)
 
     def __post_init__(self) -> None:
         # Checked up front: a zero budget would otherwise train on empty passages without a word.
@@ -116,6 +119,10 @@ class TrainArgs:
                 raise ValueError(f"train_weights={self.train_weights!r}: give positive finite numbers")
             if self.train and len(weights) != len(self.train):
                 raise ValueError(f"train_weights={weights}: {len(weights)} weights for {len(self.train)} train sources")
+        if self.hybrid and not self.dev_fraction:
+            raise ValueError("hybrid=True fits the hybrid score on the run's dev split: set dev_fraction (e.g. 0.1)")
+        if self.hybrid_encoder is not None and not self.hybrid:
+            raise ValueError(f"hybrid_encoder={self.hybrid_encoder!r} is used only with hybrid=True (--hybrid)")
         if self.dev_fraction or self.patience is not None:
             from .evaluation.metrics import _measure
 
@@ -190,6 +197,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     guards.add_argument("--interpolation", type=float, default=d.interpolation,
                         help="saved weights = A * fine-tuned + (1 - A) * initial, applied after training (WiSE-FT); "
                         "1 keeps the fine-tuned model, 0 gives back the initial one (default 1)")
+    guards.add_argument("--hybrid", action="store_true",
+                        help="after training, fit a hybrid score (w1 * logit + w2 * embedding cosine + b) on the dev "
+                        "split (needs --dev-fraction) and save it, with the embedding model, in the checkpoint")
+    guards.add_argument("--hybrid-encoder", default=None, metavar="FOLDER",
+                        help="the embedding model of --hybrid (default: --init, when it is a plain encoder)")
 
 
 def _weight_list(text: str) -> list[float]:
@@ -218,6 +230,7 @@ def run(args: argparse.Namespace) -> int:
         dev_fraction=args.dev_fraction, dev_metric=args.dev_metric, eval_every=args.eval_every,
         patience=args.patience, interpolation=args.interpolation, train_weights=args.train_weights,
         architecture=args.architecture, freeze_label_encoder=args.freeze_label_encoder,
+        hybrid=args.hybrid, hybrid_encoder=args.hybrid_encoder,
     )
     from .training import train  # torch and the model code: only once the arguments are good
 
