@@ -17,9 +17,10 @@ from typing import Any, Callable, Mapping
 from .defaults import positive_int as _positive_int
 from .reranker import GLiClassReranker, reuse_loaded
 from .results import RerankResult
+from .vector_stores import check_store_uri
 
 # Loading options an adapter names itself; `model_kwargs` carries the rest of `from_pretrained`'s arguments.
-NAMED_OPTIONS = ("device", "dtype", "token", "batch_size", "passages_per_pass", "max_length")
+NAMED_OPTIONS = ("device", "dtype", "token", "batch_size", "passages_per_pass", "max_length", "passage_store")
 _POSITIVE_INTS = ("batch_size", "passages_per_pass", "max_length")
 # What `model_kwargs` may hold: from_pretrained's own keywords and the constructor knobs it passes on.
 FROM_PRETRAINED_ARGUMENTS = frozenset(
@@ -37,12 +38,17 @@ class LazyReranker:
         token: a Hugging Face token, or a function returning one that is called when loading (a secret
             looked up in the environment then, not when the adapter was built).
         batch_size, passages_per_pass, max_length: the reranker's knobs; None: its defaults.
+        passage_store: bi-encoders: the URI of the store their passage vectors are read from and written to
+            (`vector_stores.open_store`: "memory://", "sqlite:///path.db", "redis://host:6379/0"), opened
+            when the model loads; None: an in-memory cache of the reranker's own.
         model_kwargs: further `GLiClassReranker.from_pretrained` arguments (`revision`, `max_batch_tokens`...).
 
     Raises:
         ValueError: when built, not at first use: a `model_kwargs` key that repeats a named option or is
-            not a `from_pretrained` argument, a knob that is not a positive integer, or loading options
-            beside a loaded reranker (it keeps its own settings).
+            not a `from_pretrained` argument, a knob that is not a positive integer, a `passage_store` that
+            is not a store URI (its scheme, path and options are checked; nothing is opened), or loading
+            options beside a loaded reranker (it keeps its own settings). A store that fails to open when
+            the model loads is named by its URI then.
 
     Copies (`copy.copy`, `copy.deepcopy`) share this handle, so a loaded model is shared by reference, never
     copied. A pickle keeps the name and options only: the unpickled handle loads again on first use (a
@@ -59,15 +65,19 @@ class LazyReranker:
         batch_size: int | None = None,
         passages_per_pass: int | None = None,
         max_length: int | None = None,
+        passage_store: str | None = None,
         model_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         named = {"device": device, "dtype": dtype, "token": token, "batch_size": batch_size,
-                 "passages_per_pass": passages_per_pass, "max_length": max_length}
+                 "passages_per_pass": passages_per_pass, "max_length": max_length, "passage_store": passage_store}
         model_kwargs = dict(model_kwargs or {})
         check_model_kwargs(model_kwargs)
         for name in _POSITIVE_INTS:
             if named[name] is not None:
                 _positive_int(name, named[name])
+        if passage_store is not None:
+            # a URI, not an opened store: adapters are serialised (Haystack's YAML, pickles) by their options
+            check_store_uri(passage_store)
         self._reranker = reuse_loaded(model, **named, model_kwargs=model_kwargs)
         self._lock = threading.Lock()
         if self._reranker is not None:

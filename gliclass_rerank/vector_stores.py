@@ -19,6 +19,8 @@ URIs:
     memory://?max_bytes=268435456           in-process LRU (vector_cache.LRUVectorStore)
     sqlite:///abs/path.db, sqlite://rel.db  SQLite in WAL mode; options max_bytes (file bound), timeout
     redis://host:port/db                    Redis (redis-py, the `store` extra); options prefix, timeout
+`check_store_uri` checks a URI as `open_store` would without opening it (framework adapters check theirs
+when they are built, and open the store when they load the model).
 Options for the persistent ones: fp16=1 (half the bytes; drift measured in docs/benchmarks.md), mixed=1,
 retry_after=SECONDS.
 
@@ -251,7 +253,7 @@ class SQLiteVectorStore(EncodedVectorStore):
                 connection = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
                                              check_same_thread=False)
             except sqlite3.OperationalError as error:
-                raise StoreError(f"sqlite store {self.path}: cannot open ({error})") from None
+                raise StoreError(f"passage store {self.uri or self.path}: cannot open {self.path} ({error})") from None
             connection.execute("PRAGMA journal_mode=WAL")
             # WAL + NORMAL: a power cut may lose the last transactions but never corrupts the file
             connection.execute("PRAGMA synchronous=NORMAL")
@@ -369,6 +371,31 @@ def _number(options: dict[str, str], name: str, uri: str, kind=float, default=No
 def open_store(uri: str, *, strict: bool = False):
     """The `VectorStore` a URI names (see the module docstring). `strict=True` raises `StoreError` on
     faults instead of degrading (for indexing). Raises ValueError naming a bad URI or option."""
+    scheme, options = _parse_uri(uri, strict)
+    if scheme == "memory":
+        from .vector_cache import LRUVectorStore
+
+        return LRUVectorStore(options["max_bytes"])
+    if scheme == "sqlite":
+        return SQLiteVectorStore(options.pop("path"), **options)
+    try:
+        import redis
+    except ImportError:
+        raise ImportError(f"{uri}: the Redis store needs redis-py: pip install 'gliclass-rerank[store]'") from None
+    url, timeout = options.pop("url"), options.pop("timeout")
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    return RedisVectorStore(client, **options)
+
+
+def check_store_uri(uri: str) -> str:
+    """`uri` when `open_store` would accept it (scheme, path, options), checked without opening it: no file
+    is created, no server contacted, no client imported. Raises ValueError naming a bad URI or option."""
+    _parse_uri(uri, strict=False)
+    return uri
+
+
+def _parse_uri(uri: str, strict: bool) -> tuple[str, dict]:
+    """(scheme, the store's constructor arguments) of a URI; ValueError naming a bad one."""
     if not isinstance(uri, str) or "://" not in uri:
         raise ValueError(f"passage store {uri!r}: expected a URI such as memory://, sqlite:///path/to/file.db or "
                          "redis://host:6379/0")
@@ -376,11 +403,11 @@ def open_store(uri: str, *, strict: bool = False):
     scheme = parts.scheme.lower()
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
     if scheme == "memory":
-        from .vector_cache import LRUVectorStore
-
         max_bytes = _number(options, "max_bytes", uri, int, 256 * 2**20)
         _reject_unknown(options, uri)
-        return LRUVectorStore(max_bytes)
+        return scheme, {"max_bytes": max_bytes}
+    if scheme not in ("sqlite", "redis", "rediss"):
+        raise ValueError(f"passage store {uri!r}: unknown scheme {parts.scheme!r} (memory, sqlite, redis)")
     common = dict(fp16=_flag(options, "fp16", uri), mixed=_flag(options, "mixed", uri), strict=strict,
                   retry_after=_number(options, "retry_after", uri, float, 5.0), uri=uri)
     if scheme == "sqlite":
@@ -389,19 +416,12 @@ def open_store(uri: str, *, strict: bool = False):
             raise ValueError(f"{uri}: no file path (sqlite:///abs/path.db or sqlite://relative.db)")
         timeout, max_bytes = _number(options, "timeout", uri, float, 10.0), _number(options, "max_bytes", uri, int)
         _reject_unknown(options, uri)  # before the file is created
-        return SQLiteVectorStore(path, timeout=timeout, max_bytes=max_bytes, **common)
-    if scheme in ("redis", "rediss"):
-        try:
-            import redis
-        except ImportError:
-            raise ImportError(f"{uri}: the Redis store needs redis-py: pip install 'gliclass-rerank[store]'") from None
-        prefix = options.pop("prefix", "gliclass")
-        timeout = _number(options, "timeout", uri, float, 1.0)
-        # the rest (password, ssl options, ...) are redis-py's own URL options
-        client = redis.Redis.from_url(parts._replace(query=urlencode(options)).geturl(),
-                                      socket_connect_timeout=timeout, socket_timeout=timeout)
-        return RedisVectorStore(client, prefix=prefix, **common)
-    raise ValueError(f"passage store {uri!r}: unknown scheme {parts.scheme!r} (memory, sqlite, redis)")
+        return scheme, {"path": path, "timeout": timeout, "max_bytes": max_bytes, **common}
+    prefix = options.pop("prefix", "gliclass")
+    timeout = _number(options, "timeout", uri, float, 1.0)
+    # the rest (password, ssl options, ...) are redis-py's own URL options
+    url = parts._replace(query=urlencode(options)).geturl()
+    return "redis", {"url": url, "timeout": timeout, "prefix": prefix, **common}
 
 
 def _reject_unknown(options: dict[str, str], uri: str) -> None:

@@ -1,5 +1,6 @@
 """Checks the three framework adapters' suites share: the event loop kept running, a slow model load, the
-READMEs' option tables, and the adapters' code size against their frameworks' reference rerankers."""
+READMEs' option tables, the adapters' code size against their frameworks' reference rerankers, and bi-encoder
+checkpoints (scores as the core's, a passage store named by `passage_store`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import ast
 import asyncio
 import importlib.util
 import io
+import re
 import threading
 import time
 import tokenize
@@ -21,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 READMES = {name: ROOT / "integrations" / name / "README.md" for name in ("llama-index", "langchain", "haystack")}
 # Options all three adapters have; their README rows must say the same words (top_k is Haystack's top_n).
 SHARED_OPTIONS = ("model", "top_n", "score_threshold", "mode", "device", "dtype", "token", "batch_size",
-                  "passages_per_pass", "max_length", "model_kwargs")
+                  "passages_per_pass", "max_length", "passage_store", "model_kwargs")
 LONG_TEXT = "rain falls from clouds " * 400  # far over any sequence's budget: scored on its beginning only
 # Options each adapter refuses when it is built (not at first use), with what the error must name.
 BAD_OPTIONS = [
@@ -34,10 +36,23 @@ BAD_OPTIONS = [
     ({"batch_size": 0}, "batch_size=0"),
     ({"passages_per_pass": 0}, "passages_per_pass=0"),
     ({"max_length": 0}, "max_length=0"),
+    ({"model_kwargs": {"passage_store": "memory://"}}, r"model_kwargs\['passage_store'\] repeats"),
+    ({"passage_store": "vectors.db"}, r"passage store 'vectors.db': expected a URI"),
+    ({"passage_store": "postgres://db/vectors"}, r"passage store 'postgres://db/vectors': unknown scheme"),
+    ({"passage_store": "sqlite://"}, r"sqlite://: no file path"),
+    ({"passage_store": "sqlite:///no/such/dir/v.db?fp16=maybe"}, r"sqlite:///no/such/dir/v.db\?fp16=maybe: fp16="),
+    ({"passage_store": "redis://cache:6379/0?timeout=-1"}, r"redis://cache:6379/0\?timeout=-1: timeout='-1'"),
 ]
 # Loading options as an adapter takes them, and the from_pretrained call they must become.
-LOADING_OPTIONS = {"batch_size": 8, "passages_per_pass": 4, "max_length": 128, "model_kwargs": {"revision": "v1"}}
-LOADED_WITH = {"name": "org/model", "batch_size": 8, "passages_per_pass": 4, "max_length": 128, "revision": "v1"}
+STORE = "memory://?max_bytes=4096"
+LOADING_OPTIONS = {"batch_size": 8, "passages_per_pass": 4, "max_length": 128, "passage_store": STORE,
+                   "model_kwargs": {"revision": "v1"}}
+LOADED_WITH = {"name": "org/model", "batch_size": 8, "passages_per_pass": 4, "max_length": 128,
+               "passage_store": STORE, "revision": "v1"}
+# Texts the bi-encoder checks rerank (the tiny checkpoints' scores are noise: only equality is checked).
+BI_QUERY = "which team won the football championship"
+BI_TEXTS = ["The football team won the championship.", "She baked a chocolate cake.", "Interest rates rose.",
+            "The match ended after a penalty shootout."]
 
 
 def run_ticking(make: Callable[[], Awaitable[Any]]) -> tuple[Any, int]:
@@ -94,6 +109,8 @@ def check_options(build: Callable[..., Any], core: GLiClassReranker, monkeypatch
             build(model="org/model", **options)
     with pytest.raises(ValueError, match="batch_size"):
         build(model=core, batch_size=8)  # a loaded model keeps its own
+    with pytest.raises(ValueError, match="passage_store"):
+        build(model=core, passage_store=STORE)  # and its own store
     adapter = build(model="org/model", **LOADING_OPTIONS)
     for name in ("HF_TOKEN", "HF_API_TOKEN"):  # Haystack's default token reads these when loading
         monkeypatch.delenv(name, raising=False)
@@ -107,6 +124,44 @@ def assert_same_ranking(pairs: list[tuple[str, float]], expected: list[tuple[str
     """The same ids in the same order, with scores equal up to float noise (another load of the same weights)."""
     assert [i for i, _ in pairs] == [i for i, _ in expected]
     assert [s for _, s in pairs] == pytest.approx([s for _, s in expected], rel=1e-5)
+
+
+def core_ranking(folder: str | Path) -> list[tuple[str, float]]:
+    """(text, score) of `BI_TEXTS` as `GLiClassReranker` ranks them for `BI_QUERY`, best first."""
+    core = GLiClassReranker.from_pretrained(folder, device="cpu", dtype="float32")
+    return [(BI_TEXTS[r.index], r.score) for r in core.rerank(BI_QUERY, BI_TEXTS)]
+
+
+def check_passage_store(
+    build: Callable[..., Any], rerank: Callable[[Any], list[tuple[str, float]]], folder: Path, tmp_path: Path,
+) -> None:
+    """`passage_store` reaches the reranker an adapter loads: `build(model=..., device=..., dtype=...,
+    passage_store=...)` builds an adapter returning all results, `rerank(adapter)` ranks `BI_TEXTS` for
+    `BI_QUERY` as (text, score) pairs and `adapter.reranker` is the loaded core reranker.
+
+    After a first adapter reranks, the SQLite file holds one vector per passage; a second adapter (another
+    model load) on the same URI finds every passage there; a store that cannot be opened is named by its URI
+    when the model loads."""
+    from gliclass_rerank.vector_stores import StoreError, open_store
+
+    uri = f"sqlite://{tmp_path}/vectors.db"
+    first = build(model=str(folder), device="cpu", dtype="float32", passage_store=uri)
+    assert not (tmp_path / "vectors.db").exists()  # checked when built, opened when the model loads
+    ranking = rerank(first)
+    assert_same_ranking(ranking, core_ranking(folder))
+    assert first.reranker.passage_cache_stats()["misses"] == len(BI_TEXTS)
+    assert len(open_store(uri)) == len(BI_TEXTS)
+
+    second = build(model=str(folder), device="cpu", dtype="float32", passage_store=uri)
+    assert_same_ranking(rerank(second), ranking)
+    assert second.reranker is not first.reranker
+    assert {k: second.reranker.passage_cache_stats()[k] for k in ("hits", "misses")} == {
+        "hits": len(BI_TEXTS), "misses": 0}
+
+    missing = f"sqlite://{tmp_path}/no-such-folder/vectors.db"
+    adapter = build(model=str(folder), device="cpu", dtype="float32", passage_store=missing)
+    with pytest.raises(StoreError, match=re.escape(f"passage store {missing}: cannot open")):
+        rerank(adapter)
 
 
 def readme_options(adapter: str) -> list[tuple[str, str]]:

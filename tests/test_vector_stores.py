@@ -14,7 +14,8 @@ from gliclass_rerank import GLiClassReranker
 from gliclass_rerank.testing import tiny_checkpoint
 from gliclass_rerank.vector_cache import LRUVectorStore
 from gliclass_rerank.vector_stores import (
-    HEADER, CorruptEntry, SQLiteVectorStore, StoreError, StoreModelMismatch, decode_row, encode_row, open_store,
+    HEADER, CorruptEntry, SQLiteVectorStore, StoreError, StoreModelMismatch, check_store_uri, decode_row, encode_row,
+    open_store,
 )
 from redis_server import free_port, redis_server  # noqa: F401  (a fixture)
 
@@ -70,9 +71,17 @@ def test_open_store_uris(tmp_path):
     for uri, message in [("ftp://x", "unknown scheme 'ftp'"), ("nowhere", "expected a URI"),
                          (f"sqlite://{tmp_path}/v.db?colour=red", "unknown option"),
                          (f"sqlite://{tmp_path}/v.db?fp16=maybe", "fp16='maybe'"),
-                         ("memory://?max_bytes=-1", "max_bytes='-1'"), ("sqlite://", "no file path")]:
-        with pytest.raises(ValueError, match=message):
-            open_store(uri)
+                         ("memory://?max_bytes=-1", "max_bytes='-1'"), ("sqlite://", "no file path"),
+                         ("redis://cache:6379/0?timeout=x", "timeout='x'")]:
+        for check in (open_store, check_store_uri):  # the same refusals, whether opening or only checking
+            with pytest.raises(ValueError, match=message):
+                check(uri)
+
+
+def test_check_store_uri_opens_nothing(tmp_path):
+    for uri in ("memory://", f"sqlite://{tmp_path}/v.db?fp16=1&max_bytes=4096", "redis://nowhere:1/0?prefix=p"):
+        assert check_store_uri(uri) == uri
+    assert list(tmp_path.iterdir()) == []  # no file created (open_store would create the database)
 
 
 # ------------------------------------------------------------------ both back-ends

@@ -21,8 +21,8 @@ from haystack_integrations.components.rankers.gliclass import GLiClassRanker
 from gliclass_rerank import GLiClassReranker
 
 from adapter_checks import (
-    LONG_TEXT, adapter_file, assert_same_ranking, check_options, check_readme, code_lines, recorded_loads,
-    reference_file, run_ticking, slow_loading,
+    BI_QUERY, BI_TEXTS, LONG_TEXT, adapter_file, assert_same_ranking, check_options, check_passage_store,
+    check_readme, code_lines, core_ranking, recorded_loads, reference_file, run_ticking, slow_loading,
 )
 
 QUERY = "what causes rain to fall from clouds?"
@@ -417,3 +417,48 @@ def test_code_no_longer_than_sentence_transformers_similarity_ranker():
     if reference is None:
         pytest.skip("SentenceTransformersSimilarityRanker is not installed (haystack-ai 3.x moved it out)")
     assert code_lines(adapter_file("haystack_integrations.components.rankers.gliclass.ranker")) <= code_lines(reference)
+
+
+# ---------------------------------------------------------------------- bi-encoders and a passage store
+def build_cpu(**options) -> GLiClassRanker:
+    return GLiClassRanker(top_k=None, **{**options, "device": ComponentDevice.from_str(options["device"])})
+
+
+def rerank_bi_texts(ranker: GLiClassRanker) -> list[tuple[str, float]]:
+    out = ranker.run(query=BI_QUERY, documents=[Document(content=t) for t in BI_TEXTS])["documents"]
+    return [(d.content, d.score) for d in out]
+
+
+@pytest.mark.parametrize("architecture", ["bi-encoder", "bi-encoder-fused"])
+def test_biencoder_checkpoints_score_as_the_core(biencoder_dirs, architecture):
+    folder = biencoder_dirs[architecture]
+    ranker = build_cpu(model=str(folder), device="cpu", dtype="float32")
+    ranker.warm_up()
+    assert ranker.reranker.config.architecture_type == architecture
+    assert_same_ranking(rerank_bi_texts(ranker), core_ranking(folder))
+
+
+def test_passage_store_reaches_the_reranker(biencoder_dirs, tmp_path):
+    check_passage_store(build_cpu, rerank_bi_texts, biencoder_dirs["bi-encoder"], tmp_path)
+
+
+def test_passage_store_to_dict_from_dict_and_yaml(biencoder_dirs, tmp_path):
+    uri = f"sqlite://{tmp_path}/vectors.db"
+    folder = biencoder_dirs["bi-encoder"]
+    ranker = build_cpu(model=str(folder), device="cpu", dtype="float32", passage_store=uri)
+    data = ranker.to_dict()
+    assert data["init_parameters"]["passage_store"] == uri
+    assert GLiClassRanker.from_dict(copy.deepcopy(data)).to_dict() == data
+    pipeline = Pipeline()
+    pipeline.add_component("ranker", ranker)
+    yaml_text = pipeline.dumps()
+    assert f"passage_store: {uri}" in yaml_text
+    restored = Pipeline.loads(yaml_text).get_component("ranker")
+    assert restored.passage_store == uri and restored.reranker is None
+    assert not (tmp_path / "vectors.db").exists()  # nothing opened before the model loads
+    # the restored ranker reads and writes that store
+    assert_same_ranking(rerank_bi_texts(restored), core_ranking(folder))
+    assert restored.reranker.passage_cache_stats()["misses"] == len(BI_TEXTS)
+    again = Pipeline.loads(yaml_text).get_component("ranker")
+    rerank_bi_texts(again)
+    assert again.reranker.passage_cache_stats()["hits"] == len(BI_TEXTS)

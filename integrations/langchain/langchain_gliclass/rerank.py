@@ -83,6 +83,8 @@ class GLiClassRerank(BaseDocumentCompressor):
     """Most passages packed in one sequence (listwise); None: the core's default."""
     max_length: int | None = None
     """Tokens per packed sequence; None: min(512, the backbone's positions)."""
+    passage_store: str | None = None
+    """Bi-encoders: URI of the passage-vector store (memory://, sqlite:///path.db, redis://host:6379/0)."""
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Further keyword arguments for `GLiClassReranker.from_pretrained` (revision, max_batch_tokens...)."""
 

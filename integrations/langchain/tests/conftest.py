@@ -1,4 +1,5 @@
-"""Shared fixtures: one tiny GLiClass checkpoint (built offline) and one core reranker for all tests."""
+"""Shared fixtures: tiny GLiClass checkpoints (a uni-encoder and the two bi-encoders, built offline) and one
+core reranker for all tests."""
 
 from __future__ import annotations
 
@@ -15,6 +16,18 @@ def tiny_model_dir(tmp_path_factory):
     if not all((folder / name).exists() for name in ("config.json", "model.safetensors", "tokenizer.json")):
         tiny_checkpoint(folder, backbone="bert", seed=0)
     return folder
+
+
+@pytest.fixture(scope="session")
+def biencoder_dirs(tmp_path_factory):
+    """architecture -> folder of a tiny "bi-encoder" and a tiny "bi-encoder-fused" checkpoint."""
+    folders = {}
+    for architecture in ("bi-encoder", "bi-encoder-fused"):
+        folder = tmp_path_factory.getbasetemp() / f"gliclass-tiny-{architecture}-seed0"
+        if not (folder / "label_tokenizer" / "tokenizer.json").exists():  # written last
+            tiny_checkpoint(folder, backbone="bert", seed=0, architecture=architecture)
+        folders[architecture] = folder
+    return folders
 
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,8 @@ from langchain_gliclass import GLiClassRerank
 from pydantic import SecretStr, ValidationError
 
 from adapter_checks import (
-    LONG_TEXT, adapter_file, assert_same_ranking, check_options, check_readme, code_lines, recorded_loads,
-    reference_file, run_ticking, slow_loading,
+    BI_QUERY, BI_TEXTS, LONG_TEXT, adapter_file, assert_same_ranking, check_options, check_passage_store,
+    check_readme, code_lines, core_ranking, recorded_loads, reference_file, run_ticking, slow_loading,
 )
 
 QUERY = "what causes rain to fall from clouds?"
@@ -317,3 +317,31 @@ def test_code_no_longer_than_cohere_rerank():
     if reference is None:
         pytest.skip("langchain-cohere is not installed")
     assert code_lines(adapter_file("langchain_gliclass.rerank")) <= code_lines(reference)
+
+
+# ---------------------------------------------------------------------- bi-encoders and a passage store
+def rerank_bi_texts(compressor: GLiClassRerank) -> list[tuple[str, float]]:
+    docs = [Document(page_content=t) for t in BI_TEXTS]
+    return [(d.page_content, d.metadata["relevance_score"]) for d in compressor.compress_documents(docs, BI_QUERY)]
+
+
+@pytest.mark.parametrize("architecture", ["bi-encoder", "bi-encoder-fused"])
+def test_biencoder_checkpoints_score_as_the_core(biencoder_dirs, architecture):
+    folder = biencoder_dirs[architecture]
+    compressor = GLiClassRerank(model=str(folder), top_n=None, device="cpu", dtype="float32")
+    assert compressor.reranker.config.architecture_type == architecture
+    assert_same_ranking(rerank_bi_texts(compressor), core_ranking(folder))
+
+
+def test_passage_store_reaches_the_reranker(biencoder_dirs, tmp_path):
+    check_passage_store(lambda **options: GLiClassRerank(top_n=None, **options), rerank_bi_texts,
+                        biencoder_dirs["bi-encoder"], tmp_path)
+
+
+def test_passage_store_serialised(tmp_path):
+    uri = f"sqlite://{tmp_path}/vectors.db?fp16=1"
+    compressor = GLiClassRerank(model="org/model", passage_store=uri)
+    assert compressor.model_dump()["passage_store"] == uri
+    for again in (GLiClassRerank(**compressor.model_dump()), pickle.loads(pickle.dumps(compressor))):
+        assert again.passage_store == uri and again._handle.options["passage_store"] == uri
+    assert not (tmp_path / "vectors.db").exists()  # nothing opened before the model loads

@@ -22,8 +22,8 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, Te
 from llama_index.postprocessor.gliclass_rerank import GLiClassRerank
 
 from adapter_checks import (
-    LONG_TEXT, adapter_file, assert_same_ranking, check_options, check_readme, code_lines, recorded_loads,
-    reference_file, run_ticking, slow_loading,
+    BI_QUERY, BI_TEXTS, LONG_TEXT, adapter_file, assert_same_ranking, check_options, check_passage_store,
+    check_readme, code_lines, core_ranking, recorded_loads, reference_file, run_ticking, slow_loading,
 )
 
 QUERY = "what causes rain to fall from clouds?"
@@ -362,3 +362,32 @@ def test_code_no_longer_than_sentence_transformer_rerank():
     if reference is None:
         pytest.skip("llama-index-core without SentenceTransformerRerank")
     assert code_lines(adapter_file("llama_index.postprocessor.gliclass_rerank.base")) <= code_lines(reference)
+
+
+# ---------------------------------------------------------------------- bi-encoders and a passage store
+def rerank_bi_texts(pp: GLiClassRerank) -> list[tuple[str, float]]:
+    nodes = [NodeWithScore(node=TextNode(text=t)) for t in BI_TEXTS]
+    return [(n.node.get_content(), n.score) for n in pp.postprocess_nodes(nodes, query_str=BI_QUERY)]
+
+
+@pytest.mark.parametrize("architecture", ["bi-encoder", "bi-encoder-fused"])
+def test_biencoder_checkpoints_score_as_the_core(biencoder_dirs, architecture):
+    folder = biencoder_dirs[architecture]
+    pp = GLiClassRerank(model=str(folder), top_n=None, device="cpu", dtype="float32")
+    assert pp.reranker.config.architecture_type == architecture
+    assert_same_ranking(rerank_bi_texts(pp), core_ranking(folder))
+
+
+def test_passage_store_reaches_the_reranker(biencoder_dirs, tmp_path):
+    check_passage_store(lambda **options: GLiClassRerank(top_n=None, **options), rerank_bi_texts,
+                        biencoder_dirs["bi-encoder"], tmp_path)
+
+
+def test_passage_store_serialised(tmp_path):
+    uri = f"sqlite://{tmp_path}/vectors.db?fp16=1"
+    pp = GLiClassRerank(model="org/model", passage_store=uri)
+    data = pp.to_dict()
+    assert data["passage_store"] == uri
+    for again in (GLiClassRerank.from_dict(data), pickle.loads(pickle.dumps(pp))):
+        assert again.passage_store == uri and again._handle.options["passage_store"] == uri
+    assert not (tmp_path / "vectors.db").exists()  # nothing opened before the model loads

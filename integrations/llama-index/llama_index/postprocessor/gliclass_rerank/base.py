@@ -59,6 +59,7 @@ class GLiClassRerank(BaseNodePostprocessor):
     batch_size: Optional[int] = Field(default=None, description="Packed sequences per forward pass.")
     passages_per_pass: Optional[int] = Field(default=None, description="Most passages in one sequence.")
     max_length: Optional[int] = Field(default=None, description="Tokens per packed sequence.")
+    passage_store: Optional[str] = Field(default=None, description="Bi-encoders: passage-vector store URI.")
     model_kwargs: Dict[str, Any] = Field(default_factory=dict, description="More from_pretrained arguments.")
 
     _handle: LazyReranker = PrivateAttr()

@@ -64,6 +64,7 @@ class GLiClassRanker:
         batch_size: int | None = None,
         passages_per_pass: int | None = None,
         max_length: int | None = None,
+        passage_store: str | None = None,
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         """
@@ -103,12 +104,16 @@ class GLiClassRanker:
             The most passages packed in one sequence (listwise); `None`: the library's default.
         :param max_length:
             Tokens per packed sequence; `None`: min(512, the backbone's positions).
+        :param passage_store:
+            Bi-encoder checkpoints: the URI of the store passage vectors are read from and written to
+            (`memory://`, `sqlite:///path/to/file.db`, `redis://host:6379/0`; see
+            `gliclass_rerank.vector_stores`), opened when the model is loaded. `None`: an in-memory cache.
         :param model_kwargs:
             Further keyword arguments for `GLiClassReranker.from_pretrained` (`revision`, `max_batch_tokens`...).
 
         :raises ValueError: if `top_k` is not > 0, `mode` is unknown, `score_threshold` is outside [0, 1]
-            with `scale_score`, a `model_kwargs` key repeats an option, or loading options are given with a
-            loaded model.
+            with `scale_score`, a `model_kwargs` key repeats an option, `passage_store` is not a store URI,
+            or loading options are given with a loaded model.
         """
         _check(top_k, score_threshold, scale_score)
         if mode not in MODES:
@@ -117,7 +122,8 @@ class GLiClassRanker:
         self._handle = LazyReranker(
             model, device=device.to_torch_str() if device else None, dtype=dtype,
             token=token.resolve_value if token and not shared else None, batch_size=batch_size,
-            passages_per_pass=passages_per_pass, max_length=max_length, model_kwargs=model_kwargs,
+            passages_per_pass=passages_per_pass, max_length=max_length, passage_store=passage_store,
+            model_kwargs=model_kwargs,
         )
         self.model = self._handle.name
         self.top_k, self.score_threshold, self.mode = top_k, score_threshold, mode
@@ -125,6 +131,7 @@ class GLiClassRanker:
         self.query_prefix, self.document_prefix, self.scale_score = query_prefix, document_prefix, scale_score
         self.device, self.dtype, self.token, self.batch_size = device, dtype, token, batch_size
         self.passages_per_pass, self.max_length, self.model_kwargs = passages_per_pass, max_length, model_kwargs
+        self.passage_store = passage_store
 
     def _get_telemetry_data(self) -> dict[str, Any]:
         """Data that is sent to Posthog for usage analytics."""
@@ -160,7 +167,7 @@ class GLiClassRanker:
         """
         names = ("model", "top_k", "score_threshold", "mode", "meta_fields_to_embed", "embedding_separator",
                  "query_prefix", "document_prefix", "scale_score", "device", "dtype", "token", "batch_size",
-                 "passages_per_pass", "max_length", "model_kwargs")
+                 "passages_per_pass", "max_length", "passage_store", "model_kwargs")
         return default_to_dict(self, **{name: getattr(self, name) for name in names})
 
     @classmethod
