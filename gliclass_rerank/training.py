@@ -40,6 +40,10 @@ label encoder, and training mixes in the fused score as `logit_scale` grows. `--
 the label encoder as it is (in eval mode, no gradient), so passage vectors computed before training stay
 valid. Groups put their positives at random positions (`make_groups`), so a fused model cannot learn where
 positives sit.
+
+`--distill` (`distillation`) adds, at every step, a micro-batch of groups whose targets are the plain
+encoder's own cosines (query and passage embedded separately), matched by a listwise KL and mixed with the
+supervised loss; the hooks here are `Trainer.pair_logits` and `forward_loss`'s `distill_groups`.
 """
 
 from __future__ import annotations
@@ -710,12 +714,15 @@ class Trainer:
         examples: training examples (see `TrainExample`); `retrieval` says how groups are drawn from them.
         model, tokenizer: optional ready model (else built from `args.init`).
         step_callback: called as `callback(step, loss)` after each optimizer step (benchmarks, logging).
+        distill_corpus: with `args.distill_self_supervised`, the passages (strings or `{title, text}`) the
+            self-supervised distillation queries are drawn from (None: the examples' own passages).
     """
 
     def __init__(self, args: TrainArgs, examples: Sequence[TrainExample], retrieval: bool = True,
                  model: GLiClassUniEncoder | GLiClassBiEncoder | None = None, tokenizer=None,
                  step_callback: Callable[[int, float], None] | None = None,
-                 dev_examples: Sequence[TrainExample] | None = None, label_tokenizer=None) -> None:
+                 dev_examples: Sequence[TrainExample] | None = None, label_tokenizer=None,
+                 distill_corpus: Sequence | None = None) -> None:
         self.args = args
         self.examples = list(examples)
         if not self.examples:
@@ -754,6 +761,15 @@ class Trainer:
                                        args.max_passage_tokens, args.passages_per_pass, args.target_length,
                                        mode=args.mode)
         self.bias = torch.nn.Parameter(torch.zeros((), device=self.device)) if args.train_bias else None
+        self.distiller = None
+        self.last_distill_loss = 0.0
+        if args.distill:
+            if not retrieval:
+                raise ValueError("distill needs retrieval data (queries with candidate passages), not "
+                                 "classification / NLI examples")
+            from .distillation import Distiller
+
+            self.distiller = Distiller(args, self.examples, distill_corpus, self.device)
         self.step_callback = step_callback
         self.history: list[dict] = []
 
@@ -777,18 +793,35 @@ class Trainer:
 
     def group_logits(self, groups) -> tuple[torch.Tensor, torch.Tensor]:
         """(the model's logits of every (text, label) pair of the groups, their targets), flat."""
+        logits, targets, _ = self.pair_logits(groups)
+        return logits, targets
+
+    def pair_logits(self, groups) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits, targets, the index of each pair's group in `groups`), flat and aligned."""
         batch, targets = self.collator(groups)
         batch = batch.to(self.device)
         if self.bi_encoder:
-            return biencoder_pair_logits(self.model, batch, self.args.freeze_label_encoder), targets
-        return self.model(batch)[batch.label_mask], targets
+            logits = biencoder_pair_logits(self.model, batch, self.args.freeze_label_encoder)
+            return logits, targets, batch.text_of_pair
+        return self.model(batch)[batch.label_mask], targets, torch.as_tensor(batch.task_of_label)
 
-    def forward_loss(self, groups) -> torch.Tensor:
-        logits, targets = self.group_logits(groups)
-        if self.bias is not None:
-            logits = logits + self.bias
-        return group_loss(logits.float(), targets.to(self.device), self.args.loss, self.args.focal_alpha,
-                          self.args.focal_gamma)
+    def forward_loss(self, groups, distill_groups=None) -> torch.Tensor:
+        """The supervised loss of `groups`; with `distill_groups` (targets = teacher cosines, see
+        `distillation`), `(1 - w) * supervised + w * distillation`. The distillation part is kept in
+        `self.last_distill_loss`."""
+        weight = self.distiller.weight if self.distiller is not None and distill_groups is not None else 0.0
+        loss = torch.zeros((), device=self.device)
+        if weight < 1.0:  # w = 1: the teacher alone, no supervised forward pass
+            logits, targets = self.group_logits(groups)
+            if self.bias is not None:
+                logits = logits + self.bias
+            loss = group_loss(logits.float(), targets.to(self.device), self.args.loss, self.args.focal_alpha,
+                              self.args.focal_gamma)
+        if weight:
+            distill_loss = self.distiller.loss(*self.pair_logits(distill_groups))
+            self.last_distill_loss = float(distill_loss.detach())
+            loss = (1.0 - weight) * loss + weight * distill_loss
+        return loss
 
     def run(self) -> dict:
         from tqdm.auto import tqdm
@@ -812,6 +845,7 @@ class Trainer:
             self._init_bias()
         bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not args.show_progress)
         batches = self.micro_batches(step)
+        distill_batches = self.distiller.micro_batches(step * args.grad_accum) if self.distiller else None
         started = time.perf_counter()
         eval_every = (self.args.eval_every or max(1, math.ceil(total / 10))) if self.dev else None
         stopped_early = False
@@ -819,22 +853,28 @@ class Trainer:
         self._train_mode()
         while step < total:
             optimizer.zero_grad(set_to_none=True)
-            step_loss = 0.0
+            step_loss = step_distill = 0.0
             for _ in range(args.grad_accum):
                 groups = next(batches)
+                # the teacher's cosines are computed here, outside autocast
+                distill_groups = next(distill_batches) if distill_batches is not None else None
                 if amp_dtype is not None:
                     with torch.autocast("cuda", dtype=amp_dtype):
-                        loss = self.forward_loss(groups)
+                        loss = self.forward_loss(groups, distill_groups)
                 else:
-                    loss = self.forward_loss(groups)
+                    loss = self.forward_loss(groups, distill_groups)
                 loss = loss / args.grad_accum
                 (scaler.scale(loss) if scaler else loss).backward()
                 step_loss += float(loss.detach())
+                if distill_groups is not None:
+                    step_distill += self.last_distill_loss / args.grad_accum
             optimizer_step(optimizer, args.max_grad_norm, scaler)
             scheduler.step()
             step += 1
             ema = step_loss if ema is None else 0.9 * ema + 0.1 * step_loss
             self.history.append({"step": step, "loss": step_loss})
+            if distill_batches is not None:
+                self.history[-1]["distill_loss"] = step_distill
             bar.set_postfix(loss=f"{step_loss:.4f}", avg=f"{ema:.4f}", scale=f"{float(self.model.logit_scale.detach()):.2f}")
             bar.update(1)
             if self.step_callback is not None:
@@ -864,6 +904,8 @@ class Trainer:
         if self.dev is not None:
             summary["dev"] = self.dev.summary(stopped_early, len(self.dev_examples))
         summary["interpolation"] = args.interpolation
+        if self.distiller is not None:
+            summary["distill"] = self.distiller.summary()
         (out / "train_summary.json").write_text(json.dumps({"summary": summary, "history": self.history}, indent=1),
                                                 encoding="utf-8")
         return summary
@@ -1010,7 +1052,12 @@ def train(args: TrainArgs, step_callback: Callable[[int, float], None] | None = 
         from .hybrid import check_hybrid_encoder, fit_after_training
 
         check_hybrid_encoder(args.hybrid_encoder or args.init)
-    trainer = Trainer(args, examples, retrieval=retrieval, step_callback=step_callback)
+    corpus = None
+    if args.distill and args.distill_self_supervised:
+        from .distillation import corpus_of_sources
+
+        corpus = corpus_of_sources(args.train, args.split, examples)
+    trainer = Trainer(args, examples, retrieval=retrieval, step_callback=step_callback, distill_corpus=corpus)
     summary = trainer.run()
     if args.hybrid:
         summary["hybrid"] = fit_after_training(trainer, args)

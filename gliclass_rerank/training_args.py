@@ -72,6 +72,12 @@ class TrainArgs:
     # After training, fit a hybrid score (hybrid.py) on the dev split with this embedding model's cosine.
     hybrid: bool = False
     hybrid_encoder: str | None = None  # the embedding model (None: `init`, when it is a plain encoder)
+    # Distillation from the init encoder's own cosine (see `distillation`).
+    distill: bool = False
+    distill_weight: float = 0.5  # step loss = (1 - w) * supervised + w * distillation
+    distill_temperature: float = 0.05  # teacher targets softmax(cos / T); 1 / 20 = the init logit scale
+    distill_self_supervised: int = 0  # self-supervised (sentence -> its passage) queries added to the pool
+    distill_teacher: str | None = None  # the plain encoder to distil from (None: --init)
 
     def __post_init__(self) -> None:
         # Checked up front: a zero budget would otherwise train on empty passages without a word.
@@ -99,6 +105,7 @@ class TrainArgs:
         if self.precision not in ("auto", "fp32", "float32", "bf16", "bfloat16", "fp16", "float16"):
             raise ValueError(f"precision={self.precision!r}: choose auto, fp32, bf16 or fp16")
         self._check_guards()
+        self._check_distill()
         if self.max_query_tokens + 4 > self.max_length:
             raise ValueError(f"max_query_tokens={self.max_query_tokens} leaves no room for a passage in "
                              f"max_length={self.max_length}")
@@ -127,6 +134,24 @@ class TrainArgs:
             from .evaluation.metrics import _measure
 
             _measure(self.dev_metric)  # a ValueError naming an unknown metric, before any training
+
+
+    def _check_distill(self) -> None:
+        """The distillation knobs (`distillation`)."""
+        count = self.distill_self_supervised
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"distill_self_supervised={count!r}: must be an integer >= 0")
+        weight, temperature = self.distill_weight, self.distill_temperature
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 < weight <= 1.0:
+            raise ValueError(f"distill_weight={weight!r}: must be in (0, 1] (1: the teacher's loss alone)")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
+            raise ValueError(f"distill_temperature={temperature!r}: must be a finite number > 0")
+        if not self.distill:
+            for name in ("distill_self_supervised", "distill_teacher"):
+                if getattr(self, name):
+                    raise ValueError(f"{name}={getattr(self, name)!r} needs distill=True (--distill)")
+        elif self.mode != "listwise":
+            raise ValueError(f"distill needs mode='listwise' (queries ranking passages), got mode={self.mode!r}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -202,6 +227,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "split (needs --dev-fraction) and save it, with the embedding model, in the checkpoint")
     guards.add_argument("--hybrid-encoder", default=None, metavar="FOLDER",
                         help="the embedding model of --hybrid (default: --init, when it is a plain encoder)")
+    distill = parser.add_argument_group("distillation from the encoder's own cosine")
+    distill.add_argument("--distill", action="store_true",
+                         help="also match the model's scores to the cosines of the plain encoder (query and "
+                         "passage embedded separately), on every training query's candidates and on "
+                         "--distill-self-supervised pairs (default off)")
+    distill.add_argument("--distill-weight", type=float, default=d.distill_weight,
+                         help="step loss = (1 - W) * supervised + W * distillation (default 0.5; 1: teacher only)")
+    distill.add_argument("--distill-temperature", type=float, default=d.distill_temperature,
+                         help="teacher targets = softmax(cosine / T) over a group (default 0.05 = 1 / the init "
+                         "logit scale 20)")
+    distill.add_argument("--distill-self-supervised", type=int, default=d.distill_self_supervised, metavar="N",
+                         help="add N self-supervised queries: a sentence of a training-corpus passage, ranking "
+                         "that passage and its BM25 neighbours (default 0: none)")
+    distill.add_argument("--distill-teacher", default=None, metavar="PATH",
+                         help="the plain sentence encoder to distil from (default: --init, which must then be "
+                         "a plain encoder)")
 
 
 def _weight_list(text: str) -> list[float]:
@@ -231,6 +272,8 @@ def run(args: argparse.Namespace) -> int:
         patience=args.patience, interpolation=args.interpolation, train_weights=args.train_weights,
         architecture=args.architecture, freeze_label_encoder=args.freeze_label_encoder,
         hybrid=args.hybrid, hybrid_encoder=args.hybrid_encoder,
+        distill=args.distill, distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
+        distill_self_supervised=args.distill_self_supervised, distill_teacher=args.distill_teacher,
     )
     from .training import train  # torch and the model code: only once the arguments are good
 
