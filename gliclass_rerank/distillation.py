@@ -7,8 +7,8 @@ supervised groups, each training step scores groups of (query, passages) whose t
 frozen **teacher**, the plain encoder itself.
 
 * `EncoderTeacher`: mean pooling over the real tokens, L2 normalisation, cosine, as sentence-transformers
-  computes it for all-MiniLM-L6-v2 (it refuses an encoder whose sentence-transformers config pools
-  otherwise). No gradients; every text is embedded once per run (passages recur across queries and epochs).
+  computes it for all-MiniLM-L6-v2 (`embedding.EmbeddingEncoder`, which refuses an encoder whose
+  sentence-transformers config pools otherwise). No gradients; every text is embedded once per run (passages recur across queries and epochs).
 * The distillation pool, far more pairs than the labels: (a) every training query against all its
   candidates (judged positives and BM25 hard negatives, as `examples_from_beir` mined them; a supervised
   group only ever holds `group_size` of them), and (b) `self_supervised_examples`: a sentence of a corpus
@@ -35,7 +35,6 @@ NLTK, a regex splits after `.`, `!` or `?` followed by white space and a capital
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -45,6 +44,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from .embedding import DEFAULT_MAX_TOKENS, EmbeddingEncoder, sentence_transformers_max_length
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\"'])")
 class EncoderTeacher:
     """The frozen plain encoder: cos(query, passage) of texts embedded separately, with a per-text cache.
 
+    A cache around `embedding.EmbeddingEncoder` (mean pooling over the real tokens, L2 norm; GLiClass
+    checkpoints and sentence-transformers folders that pool otherwise are refused, naming the folder).
+
     Args:
         folder: a plain transformers encoder folder (a sentence-transformers model folder works as is).
         device: where it runs.
@@ -69,72 +73,40 @@ class EncoderTeacher:
 
     def __init__(self, folder: str | os.PathLike, device: str | torch.device = "cpu",
                  max_length: int | None = None) -> None:
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
-
         folder = Path(folder).expanduser()
-        if (folder / "config.json").is_file() and json.loads((folder / "config.json").read_text()).get(
-                "model_type") == "GLiClass":
-            raise ValueError(f"distillation teacher {str(folder)!r} is a GLiClass checkpoint, which has no "
-                             "separate sentence encoder: give a plain encoder folder (--distill-teacher PATH)")
-        _check_mean_pooling(folder)
-        self.folder = str(folder)
+        loaded = EmbeddingEncoder.load(folder, role="distillation teacher")
+        caps = [c for c in (max_length, sentence_transformers_max_length(folder), loaded.positions) if c]
         self.device = torch.device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
-        self.model = AutoModel.from_pretrained(self.folder).eval().requires_grad_(False).to(self.device)
-        positions = getattr(AutoConfig.from_pretrained(self.folder).get_text_config(), "max_position_embeddings", None)
-        caps = [c for c in (max_length, _sentence_transformers_max_length(folder), positions) if c]
-        self.max_length = min(caps) if caps else 512
+        self.encoder = EmbeddingEncoder(loaded.model, loaded.tokenizer, min(caps) if caps else DEFAULT_MAX_TOKENS,
+                                        source=loaded.source).to(self.device)
+        self.folder = str(folder)
         self._cache: dict[str, torch.Tensor] = {}
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The frozen transformers encoder."""
+        return self.encoder.model
+
+    @property
+    def max_length(self) -> int:
+        """The tokens per text it reads, specials included."""
+        return self.encoder.max_tokens
 
     def __len__(self) -> int:
         """How many distinct texts it has embedded."""
         return len(self._cache)
 
-    @torch.no_grad()
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         """[len(texts), H] L2-normalised mean-pooled embeddings (float32, CPU); each text embedded once."""
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
-        for start in range(0, len(missing), TEACHER_BATCH):
-            chunk = missing[start : start + TEACHER_BATCH]
-            encoded = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length,
-                                     return_tensors="pt").to(self.device)
-            # fp32 even inside the trainer's autocast: the targets should not carry bf16 rounding
-            with torch.autocast(self.device.type, enabled=False):
-                hidden = self.model(**encoded).last_hidden_state.float()
-            mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            for text, vector in zip(chunk, F.normalize(pooled, dim=-1).cpu()):
-                self._cache[text] = vector
+        # float32 even inside the trainer's autocast (embed_texts): the targets carry no bf16 rounding
+        self._cache.update(zip(missing, self.encoder.embed_texts(missing, TEACHER_BATCH)))
         return torch.stack([self._cache[t] for t in texts]) if texts else torch.zeros(0)
 
     def cosines(self, query: str, passages: Sequence[str]) -> list[float]:
         """cos(query, passage) for each passage."""
         vectors = self.embed([query, *passages])
         return (vectors[1:] @ vectors[0]).tolist()
-
-
-def _sentence_transformers_max_length(folder: Path) -> int | None:
-    path = folder / "sentence_bert_config.json"
-    if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8")).get("max_seq_length")
-    return None
-
-
-def _check_mean_pooling(folder: Path) -> None:
-    """A sentence-transformers folder must pool by the mean, as the teacher does (else its cosine is not
-    the encoder's own)."""
-    modules = folder / "modules.json"
-    if not modules.is_file():
-        return  # a plain transformers encoder: mean pooling is what `init_from_encoder` assumes too
-    for module in json.loads(modules.read_text(encoding="utf-8")):
-        if module.get("type", "").endswith("Pooling"):
-            config = folder / module.get("path", "") / "config.json"
-            if config.is_file():
-                pooling = json.loads(config.read_text(encoding="utf-8"))
-                if not pooling.get("pooling_mode_mean_tokens", False):
-                    modes = [k for k, v in pooling.items() if k.startswith("pooling_mode") and v]
-                    raise ValueError(f"distillation teacher {str(folder)!r} pools with {modes}, not the mean "
-                                     "of its tokens: the teacher computes mean-pooled cosines only")
 
 
 # ---------------------------------------------------------------------------------------------- pairs
@@ -263,7 +235,7 @@ class Distiller:
     """
 
     def __init__(self, args, examples: Sequence, corpus: Sequence | None, device: torch.device) -> None:
-        from .training import is_gliclass_checkpoint
+        from .loading import is_gliclass_checkpoint
 
         teacher = args.distill_teacher or args.init
         if not args.distill_teacher and is_gliclass_checkpoint(args.init):

@@ -6,8 +6,9 @@ encoder's plain cosine out of domain. The hybrid score keeps what the encoder al
     hybrid logit = logit_weight * model logit + cosine_weight * cos(query, passage) + bias,
     score        = sigmoid(hybrid logit),
 
-where cos is the ORIGINAL embedding model's: query and passage embedded separately, mean pooling over each
-text's tokens ([CLS] and [SEP] included) and L2 norm, as sentence-transformers computes it. The weights are
+where cos is the ORIGINAL embedding model's (`embedding.EmbeddingEncoder`): query and passage embedded
+separately, mean pooling over each text's tokens ([CLS] and [SEP] included) and L2 norm, as
+sentence-transformers computes it (an embedding model that pools otherwise is refused). The weights are
 learned on a dev split by logistic regression on the two features (`fit_hybrid`, scikit-learn), so the
 score is also a calibrated probability.
 
@@ -32,94 +33,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .config import HybridConfig
-from .modeling import pool_tokens
-from .packing import PackedBatch
+from .embedding import EmbeddingEncoder, check_mean_pooling
 
 logger = logging.getLogger(__name__)
 
 HYBRID_FOLDER = "hybrid_encoder"  # default subfolder of the checkpoint holding the embedding model
-DEFAULT_MAX_TOKENS = 512
-SENTENCE_TRANSFORMERS_CONFIG = "sentence_bert_config.json"
 DEV_METRIC = "nDCG@10"
-
-
-class EmbeddingEncoder(torch.nn.Module):
-    """A sentence encoder as sentence-transformers runs it: mean of the token vectors, L2-normalised.
-
-    Args:
-        model: the transformers encoder (`AutoModel`).
-        tokenizer: its tokenizer.
-        max_tokens: a text's tokens, specials included, are cut to this (sentence-transformers' max_seq_length).
-        source: where it was loaded from (informational).
-    """
-
-    def __init__(self, model: torch.nn.Module, tokenizer, max_tokens: int, source: str | None = None) -> None:
-        super().__init__()
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 3:
-            raise ValueError(f"max_tokens={max_tokens!r}: must be an integer >= 3 (specials and one token)")
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.max_tokens = max_tokens
-        self.source = source
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, max_tokens: int | None = None, *, token: str | None = None,
-             revision: str | None = None, subfolder: str = "") -> EmbeddingEncoder:
-        """Load an embedding model from a local folder (or a Hub id, through the usual cache).
-
-        `max_tokens` None: the folder's `sentence_bert_config.json` max_seq_length when it has one, else the
-        encoder's positions (at most 512).
-        """
-        from transformers import AutoModel
-
-        from .loading import load_tokenizer
-
-        folder = Path(path).expanduser() / subfolder
-        local = Path(path).expanduser().exists()
-        if local and not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"embedding model folder {folder} does not exist or has no config.json")
-        try:
-            model = AutoModel.from_pretrained(str(path), subfolder=subfolder, token=token, revision=revision,
-                                              trust_remote_code=False)
-            tokenizer = load_tokenizer(path, token=token, revision=revision, subfolder=subfolder)
-        except OSError as error:
-            raise FileNotFoundError(f"cannot load the embedding model {folder}: {error}") from error
-        if max_tokens is None:
-            max_tokens = _sentence_transformers_length(folder) if local else None
-        if max_tokens is None:
-            positions = getattr(model.config, "max_position_embeddings", None) or DEFAULT_MAX_TOKENS
-            max_tokens = min(DEFAULT_MAX_TOKENS, positions)
-        return cls(model, tokenizer, int(max_tokens), source=str(folder))
-
-    def save(self, folder: str | os.PathLike) -> Path:
-        """Write the model (safetensors) and its tokenizer to `folder`."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(folder), safe_serialization=True)
-        self.tokenizer.save_pretrained(str(folder))
-        return folder
-
-    @property
-    def width(self) -> int:
-        """The embedding's size."""
-        return int(self.model.config.hidden_size)
-
-    def embed(self, batch: PackedBatch) -> torch.Tensor:
-        """Unit vectors [B, width] of single-text sequences (mean over each sequence's own tokens)."""
-        hidden = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
-        return F.normalize(pool_tokens(hidden.float(), batch.seq_lens, "avg"), dim=-1)
-
-
-def _sentence_transformers_length(folder: Path) -> int | None:
-    path = folder / SENTENCE_TRANSFORMERS_CONFIG
-    if not path.is_file():
-        return None
-    value = json.loads(path.read_text(encoding="utf-8")).get("max_seq_length")
-    return int(value) if isinstance(value, int) and value >= 3 else None
 
 
 @dataclass
@@ -323,7 +244,7 @@ def fit_after_training(trainer, args) -> dict[str, Any]:
 
 def check_hybrid_encoder(path: str | os.PathLike) -> None:
     """Refuse, before training, an embedding model path that cannot serve `--hybrid` (named in the error)."""
-    from .training import is_gliclass_checkpoint
+    from .loading import is_gliclass_checkpoint
 
     folder = Path(path).expanduser()
     if not (folder / "config.json").is_file():
@@ -331,6 +252,7 @@ def check_hybrid_encoder(path: str | os.PathLike) -> None:
     if is_gliclass_checkpoint(folder):
         raise ValueError(f"--hybrid: {folder} is a GLiClass checkpoint, not an embedding model; give the encoder "
                          "it was made from with --hybrid-encoder")
+    check_mean_pooling(folder, "--hybrid: the embedding model")
 
 
 # ---------------------------------------------------------------------------------------------- command

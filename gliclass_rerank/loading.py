@@ -104,6 +104,14 @@ def resolve_file(name_or_path: str | os.PathLike, filename: str, *, token=None, 
         return None
 
 
+def is_gliclass_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether `path` is a folder with a GLiClass `config.json`."""
+    config = Path(path) / CONFIG_NAME
+    if not config.is_file():
+        return False
+    return json.loads(config.read_text(encoding="utf-8")).get("model_type") == "GLiClass"
+
+
 def load_config(name_or_path: str | os.PathLike, *, token=None, revision=None) -> GLiClassConfig:
     """Read and validate a checkpoint's `config.json`."""
     path = resolve_file(name_or_path, CONFIG_NAME, token=token, revision=revision)

@@ -66,7 +66,14 @@ import torch.nn.functional as F
 
 from .config import LABEL_TOKEN, SEP_TOKEN, GLiClassConfig
 from .defaults import DEFAULT_MAX_QUERY_TOKENS
-from .loading import load_config, load_label_tokenizer, load_model, load_tokenizer, save_pretrained
+from .loading import (
+    is_gliclass_checkpoint,
+    load_config,
+    load_label_tokenizer,
+    load_model,
+    load_tokenizer,
+    save_pretrained,
+)
 from .modeling import GLiClassUniEncoder
 from .modeling_biencoder import GLiClassBiEncoder
 from .packing import MARKER_ONLY, Layout, PackedBatch, PackingRules, collate, single_sequences
@@ -82,14 +89,6 @@ TRAIN_ARGS = "train_args.json"
 
 
 # ---------------------------------------------------------------------------------------------- model init
-def is_gliclass_checkpoint(path: str | os.PathLike) -> bool:
-    """Whether `path` is a folder with a GLiClass `config.json`."""
-    config = Path(path) / "config.json"
-    if not config.is_file():
-        return False
-    return json.loads(config.read_text(encoding="utf-8")).get("model_type") == "GLiClass"
-
-
 def init_from_encoder(
     encoder: str | os.PathLike,
     logit_scale: float = 20.0,

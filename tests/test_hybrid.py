@@ -13,7 +13,8 @@ import torch
 
 from gliclass_rerank import GLiClassReranker
 from gliclass_rerank.config import GLiClassConfig, UnsupportedConfigError
-from gliclass_rerank.hybrid import EmbeddingEncoder, HybridScorer, fit_hybrid, save_hybrid
+from gliclass_rerank.embedding import EmbeddingEncoder
+from gliclass_rerank.hybrid import HybridScorer, fit_hybrid, save_hybrid
 from gliclass_rerank.testing import TINY_CORPUS, tiny_checkpoint, tiny_plain_encoder
 from gliclass_rerank.vector_cache import LRUVectorStore
 
