@@ -72,6 +72,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cosine-on", default="medline",
                     help="datasets also scored by sentence-transformers MiniLM cosine (a check that the untrained "
                          "models equal it; costs one more encoding of the collection)")
+    ap.add_argument("--skip-untrained", action="store_true",
+                    help="leave out the two untrained models (BM25 stays): only the --model checkpoints")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     out = Path(args.out)
@@ -85,6 +87,8 @@ def main(argv=None) -> int:
 
     folders = {}
     for architecture, name in (("bi-encoder", "bi-untrained"), ("bi-encoder-fused", "fused-untrained")):
+        if args.skip_untrained:
+            break
         folder = out / "models" / name
         if not (folder / "config.json").is_file():
             model, tokenizer, label_tokenizer = init_biencoder_from_encoder(minilm(), architecture)

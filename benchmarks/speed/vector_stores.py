@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ..common import REPO_ROOT
+from ..common import REPO_ROOT, SCIFACT
 from .biencoder import CE, build_models, log
 
 from gliclass_rerank import GLiClassReranker
@@ -44,7 +44,6 @@ from gliclass_rerank.cli import main as cli_main
 from gliclass_rerank.indexing import corpus_texts
 from gliclass_rerank.vector_stores import open_store
 
-SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "beir_scifact"
 
 
 def timed(fn) -> float:
