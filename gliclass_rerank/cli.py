@@ -12,6 +12,8 @@ import json
 import sys
 from typing import Sequence
 
+from .defaults import COMPILE_MODES
+
 # Subcommands that live in optional modules: name -> (module, help). Each module offers
 # `add_arguments(parser)` and `run(args)`; it is imported only when its subcommand runs.
 _OPTIONAL_COMMANDS = {
@@ -69,8 +71,11 @@ def add_model_arguments(parser, passage_store: bool = True) -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="most packed sequences per forward pass")
     parser.add_argument("--quantize", choices=("int8",), default=None,
                         help="dynamic int8 Linear layers on CPU (~1.5x faster, ranks move a little)")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the encoder (~1.15x on long passages on CPU; tens of seconds to start)")
+    # nargs="?": `--compile` alone keeps torch.compile's default mode, `--compile reduce-overhead` picks one
+    parser.add_argument("--compile", nargs="?", const=True, default=False, choices=COMPILE_MODES, metavar="MODE",
+                        help="torch.compile the encoder (~1.15x on long passages on CPU; tens of seconds to start); "
+                             f"MODE: one of {', '.join(COMPILE_MODES)} (reduce-overhead: CUDA graphs on a GPU; "
+                             "right before a positional argument, name a MODE)")
     if passage_store:
         parser.add_argument("--passage-store", default=None, metavar="URI",
                             help="bi-encoders: read and write passage vectors in this store (sqlite:///file.db, "
@@ -83,7 +88,7 @@ def model_options(args: argparse.Namespace) -> dict:
     if getattr(args, "quantize", None):
         options["quantize"] = args.quantize
     if getattr(args, "compile", False):
-        options["compile"] = True
+        options["compile"] = args.compile  # True, or the mode named
     if getattr(args, "passage_store", None):
         options["passage_store"] = args.passage_store
     return options

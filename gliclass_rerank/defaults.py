@@ -28,3 +28,17 @@ def positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name}={value!r}: must be an integer >= 1")
     return value
+
+
+# torch.compile's modes (`GLiClassReranker(compile=...)`, `--compile MODE`); True is torch.compile's own default.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# The modes that replay CUDA graphs on a GPU (their outputs live in memory the next replay overwrites).
+CUDAGRAPH_COMPILE_MODES = ("reduce-overhead", "max-autotune")
+
+
+def check_compile(value: Any) -> bool | str:
+    """`value` when it is False, True or one of `COMPILE_MODES`; else a ValueError naming it and those."""
+    if value is True or value is False or (isinstance(value, str) and value in COMPILE_MODES):
+        return value
+    raise ValueError(f"compile={value!r}: expected False, True or a torch.compile mode "
+                     f"({', '.join(repr(m) for m in COMPILE_MODES)})")

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .compiling import compile_encoder
 from .config import GLiClassConfig
 from .hybrid import HybridScorer, load_hybrid, save_hybrid
 from .loading import load_config, load_label_tokenizer, load_model, load_tokenizer, save_pretrained
@@ -59,6 +60,7 @@ from .defaults import (  # noqa: E402,F401  (re-exported: the knobs' defaults li
     DEFAULT_TARGET_LENGTH,
     GPU_BATCH_SIZE,
     GPU_MAX_BATCH_TOKENS,
+    check_compile,
 )
 from .defaults import positive_int as _positive_int  # noqa: E402
 
@@ -99,8 +101,14 @@ class GLiClassReranker:
             passage costs only the ids that can be scored (at most `max_length`), whatever its length.
         quantize: "int8" for dynamic int8 Linear layers (CPU, float32 only): 1.5x faster on CPU, ranks move a
             little (docs/benchmarks.md, section 3). None keeps full precision.
-        compile: `torch.compile` the encoder (dynamic shapes): 1.15x on long passages on CPU, but tens of
-            seconds of compilation on the first calls; `warm_up()` pays them up front.
+        compile: `torch.compile` the encoder(s) with dynamic shapes. True (torch.compile's default mode):
+            1.15x on long passages on CPU, but tens of seconds of compilation on the first calls; `warm_up()`
+            pays them up front. Or a torch.compile mode: "default" (same as True), "reduce-overhead" (CUDA
+            graphs on a GPU; none on CPU), "max-autotune" (kernel autotuning, a longer compilation, and CUDA
+            graphs on a GPU), "max-autotune-no-cudagraphs". With CUDA graphs the encoders' outputs
+            are copied out of graph memory, and each new input shape (batch size, padded length) is recorded
+            on its first calls (`compiling`). Compiled scores equal eager ones within 1e-4 in float32; in
+            bf16/fp16 within the precision's own drift (compare with eager in the same dtype).
         label_tokenizer: a bi-encoder's label tokenizer (required for "bi-encoder" / "bi-encoder-fused").
         passage_cache_bytes: bi-encoders: the in-memory passage-vector cache's bound in bytes (vectors plus
             ~320 bytes per entry; least recently used dropped first; 0 disables it). Default 256 MiB.
@@ -139,7 +147,7 @@ class GLiClassReranker:
         max_batch_tokens: int | Literal["auto"] | None = "auto",
         show_progress_bar: bool = False,
         quantize: str | None = None,
-        compile: bool = False,
+        compile: bool | str = False,
         name_or_path: str | None = None,
         token_cache_bytes: int = DEFAULT_TOKEN_CACHE_BYTES,
         label_tokenizer=None,
@@ -147,6 +155,7 @@ class GLiClassReranker:
         passage_store: VectorStore | str | None = None,
         hybrid: HybridScorer | None = None,
     ) -> None:
+        compile = check_compile(compile)  # refused before any work, naming the value
         self.config: GLiClassConfig = model.config
         fused = self.config.architecture_type == "bi-encoder-fused"
         self.device = resolve_device(device)
@@ -277,8 +286,11 @@ class GLiClassReranker:
         when flash-attn is installed; backbones without SDPA, like DeBERTa, keep their own attention).
         `hybrid`: True applies the checkpoint's hybrid score (config.json's `hybrid`, its embedding model read
         from the checkpoint's subfolder) when it has one; False scores with the model alone; a
-        `hybrid.HybridScorer` is used instead of the checkpoint's.
+        `hybrid.HybridScorer` is used instead of the checkpoint's. `compile` (False, True or a torch.compile
+        mode such as "reduce-overhead"; see the class) is checked before anything loads.
         """
+        if "compile" in options:
+            check_compile(options["compile"])
         config = load_config(name_or_path, token=token, revision=revision)
         model = load_model(
             name_or_path, config=config, attn_implementation=attn_implementation, token=token, revision=revision
@@ -309,7 +321,7 @@ class GLiClassReranker:
         if self.hybrid is not None:
             save_hybrid(folder, self.hybrid)
 
-    def _prepare(self, model: GLiClassUniEncoder | GLiClassBiEncoder, quantize: str | None, compile: bool):
+    def _prepare(self, model: GLiClassUniEncoder | GLiClassBiEncoder, quantize: str | None, compile: bool | str):
         model = model.to(self.device).eval()
         encoder_names = [n for n in ("encoder_model", "label_encoder") if hasattr(model, n)]
         for name in encoder_names:
@@ -330,9 +342,9 @@ class GLiClassReranker:
                         getattr(model, name), {torch.nn.Linear}, dtype=torch.qint8
                     )
                     setattr(model, name, quantized)
-        if compile:
+        if compile is not False:
             for name in encoder_names:
-                setattr(model, name, torch.compile(getattr(model, name), dynamic=True))
+                setattr(model, name, compile_encoder(getattr(model, name), compile))
         return model
 
     def __repr__(self) -> str:
@@ -343,9 +355,11 @@ class GLiClassReranker:
 
     # ------------------------------------------------------------------ public API
     def warm_up(self) -> None:
-        """Pay one-time costs before the first real call: with `compile=True`, torch.compile's compilation
+        """Pay one-time costs before the first real call: with `compile`, torch.compile's compilation
         (tens of seconds on CPU; a single sequence and a batch of several are separate graphs), otherwise
-        first allocations and lazy initialisation. Servers call it at start-up."""
+        first allocations and lazy initialisation. Servers call it at start-up. CUDA graphs (`compile=
+        "reduce-overhead"` on a GPU) are recorded per input shape and thread: other shapes are recorded on
+        their own first calls."""
         words = " ".join(["warm"] * 400)
         self.rerank("warm up", ["warm up"])  # one short sequence
         self.rerank("warm up", [words, words, "warm up " * 20, "warm up"])  # a batch of several lengths
