@@ -2,7 +2,7 @@
 rebuild exactly the same one (peak-memory runs).
 
 A spec is `{"family": ..., "ppp": int|None, "bs": int|None, "ml": int|None, "quantize": str|None,
-"compile": bool}`; `family` is one of
+"compile": bool|str}` (`compile`: the core's option, True or a torch.compile mode); `family` is one of
 
 - `ours`: `GLiClassReranker` listwise (`score` / `rerank_batch`); W5: `entailment`;
 - `ours_nli`: `GLiClassReranker` NLI mode (each passage a premise, the query its hypothesis); W5: `entailment`;
@@ -29,6 +29,11 @@ warnings.filterwarnings("ignore")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# How a spec's `compile` shows in its name: True and "default" are the same compilation.
+COMPILE_NAMES = {True: "compile", "default": "compile", "reduce-overhead": "cudagraphs",
+                 "max-autotune": "max-autotune", "max-autotune-no-cudagraphs": "max-autotune-nocudagraphs"}
+
+
 def spec_name(spec: dict) -> str:
     fam = spec["family"]
     bits = [fam]
@@ -47,7 +52,7 @@ def spec_name(spec: dict) -> str:
     if spec.get("quantize"):
         bits.append(spec["quantize"])
     if spec.get("compile"):
-        bits.append("compile")
+        bits.append(COMPILE_NAMES.get(spec["compile"], f"compile-{spec['compile']}"))  # the core refuses a bad one
     if spec.get("tag"):
         bits.append(spec["tag"])
     return "-".join(bits)
@@ -110,7 +115,7 @@ class Backbone:
             spec.get("tl", "default"),
             spec.get("mbt", "default"),
             spec.get("quantize"),
-            bool(spec.get("compile")),
+            COMPILE_NAMES.get(spec.get("compile") or False),  # one reranker per distinct compilation
             bool(spec.get("warm_cache")),
             spec.get("dtype", "float32"),
         )
@@ -135,7 +140,7 @@ class Backbone:
                 device=self.device,
                 dtype=spec.get("dtype", "float32"),
                 quantize=spec.get("quantize"),
-                compile=bool(spec.get("compile")),
+                compile=spec.get("compile") or False,  # True or a torch.compile mode
                 **opts,
             )
         else:
