@@ -195,7 +195,9 @@ def markdown(report: dict) -> str:
             lines += [f"error: {b['error']}", ""]
             continue
         if b.get("cudagraph_counters") is not None:
-            lines += [f"inductor CUDA-graph counters: `{json.dumps(b['cudagraph_counters'])}`", ""]
+            lines += [f"inductor CUDA-graph counters: `{json.dumps(b['cudagraph_counters'])}` (cudagraph_skips: "
+                      "compiled graphs that ran without CUDA graphs, all of them on CPU; TORCH_LOGS=cudagraphs "
+                      "says why)", ""]
         if b.get("prepare_s"):
             lines += ["preparation (load + compile + `warm_up()`; compiled systems also spend each workload's "
                       "warm-up s on new shapes), seconds: "
