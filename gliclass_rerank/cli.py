@@ -71,11 +71,12 @@ def add_model_arguments(parser, passage_store: bool = True) -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="most packed sequences per forward pass")
     parser.add_argument("--quantize", choices=("int8",), default=None,
                         help="dynamic int8 Linear layers on CPU (~1.5x faster, ranks move a little)")
-    # nargs="?": `--compile` alone keeps torch.compile's default mode, `--compile reduce-overhead` picks one
-    parser.add_argument("--compile", nargs="?", const=True, default=False, choices=COMPILE_MODES, metavar="MODE",
-                        help="torch.compile the encoder (~1.15x on long passages on CPU; tens of seconds to start); "
-                             f"MODE: one of {', '.join(COMPILE_MODES)} (reduce-overhead: CUDA graphs on a GPU; "
-                             "right before a positional argument, name a MODE)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the encoder (~1.15x on long passages on CPU; tens of seconds to start)")
+    # a separate option, not `--compile [MODE]`: an optional value would swallow a positional argument after it
+    parser.add_argument("--compile-mode", choices=COMPILE_MODES, default=None, metavar="MODE",
+                        help=f"torch.compile with this mode (implies --compile): one of {', '.join(COMPILE_MODES)}; "
+                             "reduce-overhead adds CUDA graphs on a GPU")
     if passage_store:
         parser.add_argument("--passage-store", default=None, metavar="URI",
                             help="bi-encoders: read and write passage vectors in this store (sqlite:///file.db, "
@@ -87,8 +88,10 @@ def model_options(args: argparse.Namespace) -> dict:
     options = {key: getattr(args, key) for key in PACKING_OPTIONS if getattr(args, key) is not None}
     if getattr(args, "quantize", None):
         options["quantize"] = args.quantize
-    if getattr(args, "compile", False):
-        options["compile"] = args.compile  # True, or the mode named
+    if getattr(args, "compile_mode", None):
+        options["compile"] = args.compile_mode
+    elif getattr(args, "compile", False):
+        options["compile"] = True
     if getattr(args, "passage_store", None):
         options["passage_store"] = args.passage_store
     return options

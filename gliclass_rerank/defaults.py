@@ -30,7 +30,7 @@ def positive_int(name: str, value: Any) -> int:
     return value
 
 
-# torch.compile's modes (`GLiClassReranker(compile=...)`, `--compile MODE`); True is torch.compile's own default.
+# torch.compile's modes (`GLiClassReranker(compile=...)`, `--compile-mode MODE`); True is torch.compile's own default.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # The modes that replay CUDA graphs on a GPU (their outputs live in memory the next replay overwrites).
 CUDAGRAPH_COMPILE_MODES = ("reduce-overhead", "max-autotune")

@@ -8,6 +8,7 @@ the same `CudaGraphSafe` wrapper a GPU uses).
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 import torch
@@ -161,17 +162,27 @@ def _rerank_options(*flags: str) -> dict:
     return cli.model_options(args)
 
 
-def test_the_compile_flag_keeps_its_meaning_alone_and_takes_a_mode():
+def test_the_compile_flag_keeps_its_meaning_and_a_mode_implies_it():
     assert "compile" not in _rerank_options()
     assert _rerank_options("--compile") == {"compile": True}
-    assert _rerank_options("--compile", "reduce-overhead") == {"compile": "reduce-overhead"}
+    assert _rerank_options("--compile-mode", "reduce-overhead") == {"compile": "reduce-overhead"}
+    assert _rerank_options("--compile", "--compile-mode", "max-autotune") == {"compile": "max-autotune"}
     for mode in COMPILE_MODES:
-        assert _rerank_options("--compile", mode) == {"compile": mode}
+        assert _rerank_options("--compile-mode", mode) == {"compile": mode}
+
+
+def test_the_compile_flag_never_takes_the_next_positional_argument():
+    from gliclass_rerank import indexing
+
+    parser = argparse.ArgumentParser()
+    indexing.add_arguments(parser)
+    args = parser.parse_args(["--model", "m", "--store", "sqlite:///v.db", "--compile", "corpus.jsonl"])
+    assert args.compile is True and args.corpus == "corpus.jsonl"
 
 
 def test_a_bad_compile_mode_is_refused_on_the_command_line(capsys):
     with pytest.raises(SystemExit):
-        _rerank_options("--compile", "fast")
+        _rerank_options("--compile-mode", "fast")
     assert "invalid choice: 'fast'" in capsys.readouterr().err
 
 
@@ -180,7 +191,7 @@ def test_serve_passes_the_compile_mode_through():
 
     parser = argparse.ArgumentParser()
     server_cli.add_arguments(parser)
-    args = parser.parse_args(["--model", "m", "--compile", "reduce-overhead"])
+    args = parser.parse_args(["--model", "m", "--compile-mode", "reduce-overhead"])
     assert server_cli._model_options(args)["compile"] == "reduce-overhead"
     assert server_cli._model_options(parser.parse_args(["--model", "m", "--compile"]))["compile"] is True
 
@@ -199,3 +210,24 @@ def test_gpu_benchmark_checks_name_its_compiled_systems_and_judge_the_tolerance(
                                      "ours_bf16_vs_fp32_max_abs_diff": 0.01,
                                      "compile_vs_eager_bf16_max_abs_diff": 0.004})
     assert [v.rsplit("**", 2)[1] for v in verdicts] == ["PASS", "FAIL", "PASS"]
+
+
+@pytest.mark.parametrize("mode", [True, "reduce-overhead"])
+def test_a_compiled_reranker_saves_the_eager_weight_names(mode, tiny_model_dir, tmp_path):
+    from safetensors import safe_open
+
+    eager = GLiClassReranker.from_pretrained(tiny_model_dir, device="cpu")
+    compiled = GLiClassReranker.from_pretrained(tiny_model_dir, device="cpu", compile=mode)  # compiles lazily
+    compiled.save_pretrained(tmp_path / "saved")
+    with safe_open(str(next((tmp_path / "saved").glob("*.safetensors"))), "pt") as saved, \
+            safe_open(str(next(Path(tiny_model_dir).glob("*.safetensors"))), "pt") as original:
+        assert sorted(saved.keys()) == sorted(original.keys())
+    reloaded = GLiClassReranker.from_pretrained(tmp_path / "saved", device="cpu")
+    assert reloaded.score(QUERY, PASSAGES) == eager.score(QUERY, PASSAGES)
+
+
+def test_an_int8_reranker_refuses_to_save_instead_of_crashing(tiny_model_dir, tmp_path):
+    quantized = GLiClassReranker.from_pretrained(tiny_model_dir, device="cpu", dtype="float32", quantize="int8")
+    with pytest.raises(ValueError, match="quantize='int8'"):
+        quantized.save_pretrained(tmp_path / "saved")
+    assert not (tmp_path / "saved").exists()
