@@ -76,3 +76,24 @@ def compile_encoder(module: nn.Module, compile: bool | str) -> nn.Module:
     # (the CUDA-graph modes still record one CUDA graph per concrete shape on top of it).
     compiled = torch.compile(module, mode=mode, dynamic=True)
     return CudaGraphSafe(compiled) if mode in CUDAGRAPH_COMPILE_MODES else compiled
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The eager module under `CudaGraphSafe` and torch.compile's `OptimizedModule` wrappers (itself if none)."""
+    while True:
+        if isinstance(module, CudaGraphSafe):
+            module = module.module
+        elif isinstance(getattr(module, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
+            module = module._orig_mod
+        else:
+            return module
+
+
+def eager_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """`model.state_dict()` under the names it had before its encoders were compiled: the wrappers add
+    `_orig_mod.` / `module._orig_mod.` to every key below them, which no loader (ours, upstream) expects."""
+    wrapped = {name: unwrap(child) for name, child in model.named_children() if unwrap(child) is not child}
+    state = {key: value for key, value in model.state_dict().items() if key.split(".", 1)[0] not in wrapped}
+    for name, inner in wrapped.items():
+        state.update({f"{name}.{key}": value for key, value in inner.state_dict().items()})
+    return state

@@ -224,9 +224,11 @@ def save_pretrained(
     *,
     config: GLiClassConfig | None = None,
     label_tokenizer: PreTrainedTokenizerBase | None = None,
+    state_dict: dict | None = None,
 ) -> Path:
     """Write `model` in upstream's GLiClass format: loadable here and by the `gliclass` package.
 
+    `state_dict` replaces `model.state_dict()` (a compiled reranker passes its weights' eager names).
     A bi-encoder's `label_tokenizer` goes to `label_tokenizer/`, so the folder loads offline. `config` replaces `model.config` in the written `config.json` (the trainer writes its learned
     `logit_bias` this way without changing the model it keeps training).
     """
@@ -236,7 +238,7 @@ def save_pretrained(
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
     state = {
         STATE_PREFIX + k: (v.float() if v.is_floating_point() else v).detach().cpu().contiguous()
-        for k, v in model.state_dict().items()
+        for k, v in (model.state_dict() if state_dict is None else state_dict).items()
     }
     save_file(state, str(folder / SAFETENSORS_NAME), metadata={"format": "pt"})
     if tokenizer is not None:

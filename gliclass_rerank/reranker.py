@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .compiling import compile_encoder
+from .compiling import compile_encoder, eager_state_dict
 from .config import GLiClassConfig
 from .hybrid import HybridScorer, load_hybrid, save_hybrid
 from .loading import load_config, load_label_tokenizer, load_model, load_tokenizer, save_pretrained
@@ -235,6 +235,7 @@ class GLiClassReranker:
         elif passage_store is not None:
             logger.warning("passage_store is ignored: a %s checkpoint reads passages with the query",
                            self.config.architecture_type)
+        self.quantize = quantize
         self.model = self._prepare(model, quantize, compile)
         if hybrid is not None:
             hybrid.encoder.to(self.device).to(self.dtype).eval()
@@ -316,8 +317,15 @@ class GLiClassReranker:
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write the checkpoint in upstream's GLiClass format (a bi-encoder's label tokenizer included; a hybrid
-        score's weights in config.json and its embedding model in `hybrid_encoder/`)."""
-        save_pretrained(self.model, self.tokenizer, folder, label_tokenizer=self.label_tokenizer)
+        score's weights in config.json and its embedding model in `hybrid_encoder/`). A compiled reranker saves
+        its eager weights; an int8-quantized one is refused (the format holds float weights: save the checkpoint
+        it was loaded from)."""
+        if self.quantize is not None:
+            raise ValueError(f"save_pretrained: this reranker was loaded with quantize={self.quantize!r}, and a "
+                             f"GLiClass checkpoint holds float weights; save the checkpoint it was loaded from "
+                             f"({self.name_or_path!r}) instead")
+        save_pretrained(self.model, self.tokenizer, folder, label_tokenizer=self.label_tokenizer,
+                        state_dict=eager_state_dict(self.model))
         if self.hybrid is not None:
             save_hybrid(folder, self.hybrid)
 
