@@ -23,13 +23,15 @@ replicas, needs ``ray[serve]``), ``ray1`` / ``ray1-nobatch`` (one Ray Serve repl
 CrossEncoder on the SAME backbone as the GLiClass checkpoint: needs ``--infinity-python``; see below).
 Our servers are loaded through ``--api`` (default Cohere ``/v2/rerank``); infinity through its
 Cohere-style ``POST /rerank`` ({model, query, documents, return_documents}). Each server uses torch's
-default CPU threads, float32.
+default CPU threads, float32, unless `--device` / `--dtype` say otherwise.
 
     python -m benchmarks.serving.load                           # tiny random checkpoint, batch/nobatch/ray2
     python -m benchmarks.serving.load --model DIR --servers batch nobatch ray2 --requests 300
     python -m benchmarks.serving.load --soak 600 --rate 5       # 10-minute soak at 5 req/s (real20, batch)
     python -m benchmarks.serving.load --burst 200               # queue-bound burst: 429s, accepted all done
     python -m benchmarks.serving.load --url http://127.0.0.1:8000 --api tei   # an already running server
+    python -m benchmarks.serving.load --model DIR --device cuda --dtype auto --servers batch nobatch \\
+        --scenarios short10 short100 --rounds 3                # cross-request batching on a GPU
 
 infinity-emb comparison. infinity-emb pins transformers 4.x / sentence-transformers 3.x, so it lives in
 its own virtualenv:
@@ -65,7 +67,7 @@ from pathlib import Path
 
 import httpx
 
-from ..common import DATA_ROOT, machine_header
+from ..common import DATA_ROOT, machine_header, spread
 REAL20_DOCS, REAL20_WORDS, SHORT100_DOCS, SHORT10_DOCS = 20, 200, 100, 10
 
 
@@ -78,6 +80,7 @@ class TextData:
         self.real20_pool = real20_pool  # becomes "random" if bm25 is asked for and bm25s is missing
         self._scifact: tuple | None = None
         self._trecqa: tuple | None = None
+        self._trecqa_distinct: int | None = None
 
     def _need(self, path: Path) -> Path:
         if not path.exists():
@@ -145,6 +148,12 @@ class TextData:
             self._trecqa = (questions, pool)
         return self._trecqa
 
+    def trecqa_distinct(self) -> int:
+        """How many distinct candidate sentences the TrecQA files hold."""
+        if self._trecqa_distinct is None:
+            self._trecqa_distinct = len(set(self.trecqa()[1]))
+        return self._trecqa_distinct
+
     def describe(self, scenario: str) -> str:
         if scenario == "real20":
             claims, docs, _, _ = self.scifact()
@@ -178,6 +187,9 @@ def short100(rng: random.Random, data: TextData, n: int = SHORT100_DOCS) -> tupl
     query, own = rng.choice(questions)
     texts = own[:n]
     have = set(texts)
+    if data.trecqa_distinct() < n:  # the fill below would never end
+        raise ValueError(f"{n} sentences per request, but the TrecQA files hold only {data.trecqa_distinct()} "
+                         f"distinct ones")
     while len(texts) < n:  # pool candidates across questions
         t = rng.choice(pool)
         if t not in have:
@@ -251,9 +263,10 @@ def tree_rss_bytes(pid: int) -> int:
     return total
 
 
-def gliclass_command(model: str, kind: str, port: int, extra: list[str]) -> list[str]:
-    cmd = [sys.executable, "-m", "gliclass_rerank.server.cli", "--model", model, "--device", "cpu",
-           "--dtype", "float32", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+def gliclass_command(model: str, kind: str, port: int, extra: list[str], device: str = "cpu",
+                     dtype: str = "float32") -> list[str]:
+    cmd = [sys.executable, "-m", "gliclass_rerank.server.cli", "--model", model, "--device", device,
+           "--dtype", dtype, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
            "--max-queue-tokens", "10000000", "--max-queue-requests", "100000", *extra]
     if kind.endswith("nobatch"):
         cmd.append("--no-batching")
@@ -328,6 +341,24 @@ class ServerProcess:
             except OSError:
                 pass
         self.log.close()
+
+
+def throughput_ratios(results: list[dict], scenarios: list[str]) -> list[str]:
+    """`# <scenario>: batching on/off throughput = R x (median of N rounds; min-max of each)` lines: the
+    batch server's median throughput over the other's, with each side's min/median/max req/s."""
+    lines = []
+    for sc in scenarios:
+        rates: dict[str, list[float]] = {}
+        for r in results:
+            if r["scenario"] == sc:
+                rates.setdefault(r["server"], []).append(r["throughput_rps"])
+        for other, what in (("nobatch", "batching on/off"), ("infinity", "batch vs infinity")):
+            if rates.get("batch") and rates.get(other) and statistics.median(rates[other]):
+                on, off = spread(rates["batch"], 2), spread(rates[other], 2)
+                lines.append(f"# {sc}: {what} throughput = {on['median'] / off['median']:.2f}x "
+                             f"(req/s median [min-max] over {on['n']} / {off['n']} rounds: "
+                             f"{on['median']} [{on['min']}-{on['max']}] vs {off['median']} [{off['min']}-{off['max']}])")
+    return lines
 
 
 # ------------------------------------------------------------------------------------------ load
@@ -431,6 +462,11 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=5.0, help="requests per second during --soak (default 5)")
     ap.add_argument("--burst", type=int, default=0, help="send this many requests at once to a server with a "
                                                        "small queue bound; report 429s and completions")
+    ap.add_argument("--device", default="cpu", help="our servers' --device (default cpu; cuda on a GPU machine)")
+    ap.add_argument("--dtype", default="float32",
+                    help="our servers' --dtype (default float32; auto = bf16 on GPUs that support it)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="timed runs per (server, scenario), for a min/median/max (default 1)")
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--seed", type=int, default=0, help="payload seed: the same seed sends the same requests")
     args = ap.parse_args()
@@ -514,7 +550,8 @@ def main() -> int:
                                     lambda port, m=ce_model, x=extra: infinity_command(args.infinity_python, m, port, x),
                                     env=INFINITY_ENV)
             else:
-                srv = ServerProcess(kind, args.api, lambda port, kind=kind: gliclass_command(model, kind, port, []))
+                srv = ServerProcess(kind, args.api, lambda port, kind=kind: gliclass_command(model, kind, port, [], args.device,
+                                                                                      args.dtype))
             try:
                 t0 = time.time()
                 srv.wait_ready()
@@ -522,10 +559,11 @@ def main() -> int:
                 for sc in args.scenarios:
                     asyncio.run(run_load(srv.url, sc, args.warmup, min(args.warmup, args.concurrency), 60,
                                          args.seed + 1, data, api=srv.api))
-                    r = asyncio.run(run_load(srv.url, sc, args.requests, args.concurrency, args.time_cap,
-                                             args.seed, data, api=srv.api, sampler=srv.sample_rss))
-                    r.update(server=kind, peak_rss_mb=round(srv.peak_rss / 2**20, 1))
-                    record(r)
+                    for round_ in range(args.rounds):  # the same payloads each round
+                        r = asyncio.run(run_load(srv.url, sc, args.requests, args.concurrency, args.time_cap,
+                                                 args.seed, data, api=srv.api, sampler=srv.sample_rss))
+                        r.update(server=kind, round=round_, peak_rss_mb=round(srv.peak_rss / 2**20, 1))
+                        record(r)
             finally:
                 srv.stop()
         # summary table
@@ -536,12 +574,8 @@ def main() -> int:
             print(f"| {r['server']} | {r['scenario']} | {r['ok']}/{r['sent']} | {r['errors']} | "
                   f"{r['throughput_rps']} | {r['docs_per_s']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | "
                   f"{r['peak_rss_mb']} |")
-        by = {(r["server"], r["scenario"]): r for r in results}
-        for sc in args.scenarios:
-            for other, what in (("nobatch", "batching on/off"), ("infinity", "batch vs infinity")):
-                if ("batch", sc) in by and (other, sc) in by and by[(other, sc)]["throughput_rps"]:
-                    print(f"# {sc}: {what} throughput = "
-                          f"{by[('batch', sc)]['throughput_rps'] / by[(other, sc)]['throughput_rps']:.2f}x")
+        for line in throughput_ratios(results, args.scenarios):
+            print(line)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0 if all(r["errors"] == 0 for r in results if "burst" not in r["server"]) else 1
