@@ -6,8 +6,8 @@ Run every command from the repository root; `--help` prints a script's options.
 What lives where:
 
 - `common.py`: helpers shared by the concerns: `DATA_ROOT` (real text in ../shared/data next to the
-  repository, never copied into it), `machine_header()`, `spread()` (min / median / max),
-  `quiet_transformers()`.
+  repository, never copied into it; `$BENCH_DATA_ROOT` elsewhere), `minilm_dir()` (all-MiniLM-L6-v2, or
+  `$MINILM_DIR`), `machine_header()`, `spread()` (min / median / max), `quiet_transformers()`.
 - `speed/`: throughput and memory of the scorer against upstream `gliclass` and a CrossEncoder, timed side
   by side in one process (docs/benchmarks.md sections 1-3, docs/speed.md)
 
@@ -16,7 +16,7 @@ What lives where:
       python -m benchmarks.speed.gpu --out /tmp/speed_gpu           # the same systems on a CUDA device
       python -m benchmarks.speed.profile_w1                         # W1 on CPU, taken apart
       python -m benchmarks.speed.target_sweep minilm 3              # packing targets against the CE
-      python -m benchmarks.speed.int8_drift --model DIR             # quantize="int8" drift and speed-up
+      python -m benchmarks.speed.drift --variant int8 --model DIR  # int8 / bf16 / fp16 drift and speed-up
       python -m benchmarks.speed.ckpts [BACKBONE ...]               # build the random-weight checkpoints
 
   `ckpts.py` (checkpoints), `data.py` (workloads W1-W5) and `systems.py` (the timed systems) are shared by
@@ -38,6 +38,13 @@ Bi-encoders (passages as cached vectors):
 
       python -m benchmarks.speed.biencoder --out /tmp/speed_bi      # W1/W3 warm and cold vectors vs the CE
       python -m benchmarks.quality.biencoder --out /tmp/bi_quality  # NDCG/MAP of bi-encoders beside BM25, cosine
+
+The GPU checks (a lent GPU machine: no network, 64 MiB carried, minutes of device time), prepared as one run
+that calls the scripts above (docs/benchmarks.md section 7):
+
+      python -m benchmarks.gpu_bundle                               # here: .gpu/ (wheels, MiniLM, data)
+      bash benchmarks/gpu_checks.sh [STEP ...]                      # there, carrying .gpu: proof, drift,
+                                                                    # serving, biencoder, compile
 
 Where a new benchmark goes: speed or memory of a system (e.g. a vector store's query latency) in `speed/`;
 ranking or retrieval quality in `quality/`; anything about the HTTP server in `serving/`. Import siblings
