@@ -33,6 +33,8 @@ What lives where:
       python -m benchmarks.quality.order_sensitivity --model DIR    # listwise score vs passage order
       python -m benchmarks.quality.query_lengths                    # query token lengths (max_query_tokens)
       python -m benchmarks.quality.make_ce_folder CKPT OUT          # random CrossEncoder on CKPT's backbone
+      python -m benchmarks.quality.hybrid_sweep --model DIR --out D C1 C2 ...  # logit / cosine mixes, in and
+                                                                    # out of domain, from one scoring pass
 
 Bi-encoders (passages as cached vectors):
 
