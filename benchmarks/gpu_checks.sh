@@ -201,4 +201,4 @@ for step in "${STEPS[@]}"; do
   summary
 done
 log "done: ${STEPS[*]}"
-summary
+cp "$WORK/steps.log" "$OUT/steps.log"

@@ -92,7 +92,8 @@ def unwrap(module: nn.Module) -> nn.Module:
 def eager_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """`model.state_dict()` under the names it had before its encoders were compiled: the wrappers add
     `_orig_mod.` / `module._orig_mod.` to every key below them, which no loader (ours, upstream) expects."""
-    wrapped = {name: unwrap(child) for name, child in model.named_children() if unwrap(child) is not child}
+    inner = {name: unwrap(child) for name, child in model.named_children()}
+    wrapped = {name: module for name, module in inner.items() if module is not getattr(model, name)}
     state = {key: value for key, value in model.state_dict().items() if key.split(".", 1)[0] not in wrapped}
     for name, inner in wrapped.items():
         state.update({f"{name}.{key}": value for key, value in inner.state_dict().items()})

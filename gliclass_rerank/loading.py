@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
+from .compiling import eager_state_dict
 from .config import GLiClassConfig
 from .modeling import GLiClassUniEncoder
 from .modeling_biencoder import GLiClassBiEncoder, GLiClassBiEncoderFused
@@ -224,12 +225,11 @@ def save_pretrained(
     *,
     config: GLiClassConfig | None = None,
     label_tokenizer: PreTrainedTokenizerBase | None = None,
-    state_dict: dict | None = None,
 ) -> Path:
     """Write `model` in upstream's GLiClass format: loadable here and by the `gliclass` package.
 
-    `state_dict` replaces `model.state_dict()` (a compiled reranker passes its weights' eager names).
-    A bi-encoder's `label_tokenizer` goes to `label_tokenizer/`, so the folder loads offline. `config` replaces `model.config` in the written `config.json` (the trainer writes its learned
+    A bi-encoder's `label_tokenizer` goes to `label_tokenizer/`, so the folder loads offline. Compiled encoders
+    are saved under their eager names (`compiling.eager_state_dict`). `config` replaces `model.config` in the written `config.json` (the trainer writes its learned
     `logit_bias` this way without changing the model it keeps training).
     """
     folder = Path(folder)
@@ -238,7 +238,7 @@ def save_pretrained(
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
     state = {
         STATE_PREFIX + k: (v.float() if v.is_floating_point() else v).detach().cpu().contiguous()
-        for k, v in (model.state_dict() if state_dict is None else state_dict).items()
+        for k, v in eager_state_dict(model).items()
     }
     save_file(state, str(folder / SAFETENSORS_NAME), metadata={"format": "pt"})
     if tokenizer is not None:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .compiling import compile_encoder, eager_state_dict
+from .compiling import compile_encoder
 from .config import GLiClassConfig
 from .hybrid import HybridScorer, load_hybrid, save_hybrid
 from .loading import load_config, load_label_tokenizer, load_model, load_tokenizer, save_pretrained
@@ -324,8 +324,7 @@ class GLiClassReranker:
             raise ValueError(f"save_pretrained: this reranker was loaded with quantize={self.quantize!r}, and a "
                              f"GLiClass checkpoint holds float weights; save the checkpoint it was loaded from "
                              f"({self.name_or_path!r}) instead")
-        save_pretrained(self.model, self.tokenizer, folder, label_tokenizer=self.label_tokenizer,
-                        state_dict=eager_state_dict(self.model))
+        save_pretrained(self.model, self.tokenizer, folder, label_tokenizer=self.label_tokenizer)
         if self.hybrid is not None:
             save_hybrid(folder, self.hybrid)
 

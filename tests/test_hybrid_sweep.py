@@ -20,7 +20,7 @@ def test_features_read_back_as_written(tmp_path):
 
 def test_the_mixes_rank_as_documented():
     f = np.array([[3.0, 0.1], [2.0, 0.9], [1.0, 0.5]])  # the logit prefers 0, the cosine 1
-    mixes = sweep.systems((1.0, 0.0))
+    mixes = sweep.systems(lambda logits, cosines: 1.0 * logits + 0.0 * cosines)
     assert np.argmax(mixes["logit"](f)) == 0 and np.argmax(mixes["cosine"](f)) == 1
     assert np.argmax(mixes["hybrid (fitted)"](f)) == 0  # weights (1, 0): the logit alone
     assert np.argmax(mixes["z-mix 1.0"](f)) == 0 and np.argmax(mixes["z-mix 0.0"](f)) == 1

@@ -36,10 +36,6 @@ from ..common import DATA_ROOT, minilm_dir
 LOG = logging.getLogger("bi-quality")
 
 
-def minilm() -> str:
-    return str(minilm_dir())
-
-
 class SavedStore(LRUVectorStore):
     """The in-memory store, loadable from and savable to an .npz file (keys + rows)."""
 
@@ -89,7 +85,7 @@ def main(argv=None) -> int:
             break
         folder = out / "models" / name
         if not (folder / "config.json").is_file():
-            model, tokenizer, label_tokenizer = init_biencoder_from_encoder(minilm(), architecture)
+            model, tokenizer, label_tokenizer = init_biencoder_from_encoder(str(minilm_dir()), architecture)
             save_pretrained(model.eval(), tokenizer, folder, label_tokenizer=label_tokenizer)
         folders[name] = folder
     for spec in args.model:
@@ -123,7 +119,7 @@ def main(argv=None) -> int:
             run = bm25_run(data, top_k=args.depth, show_progress=False)
             systems = list(rerankers)
             if dataset in args.cosine_on.split(","):
-                systems.append(EmbeddingScorer(minilm(), name="minilm-cosine", max_length=256))
+                systems.append(EmbeddingScorer(str(minilm_dir()), name="minilm-cosine", max_length=256))
             result = evaluate_systems(data, run, systems, depth=args.depth, out_dir=out / f"eval-{dataset}",
                                       show_progress=False)
         report["datasets"][dataset] = {

@@ -75,10 +75,11 @@ def rrf(x: np.ndarray) -> np.ndarray:
     return 1.0 / (RRF_K + ranks)
 
 
-def systems(weights: tuple[float, float]) -> dict:
-    """name -> f([n, 2] features) -> scores."""
+def systems(combine) -> dict:
+    """name -> f([n, 2] features) -> scores; `combine(logits, cosines)` is the checkpoint's hybrid
+    (`HybridScorer.combine`)."""
     out = {"logit": lambda f: f[:, 0], "cosine": lambda f: f[:, 1],
-           "hybrid (fitted)": lambda f: weights[0] * f[:, 0] + weights[1] * f[:, 1]}
+           "hybrid (fitted)": lambda f: combine(f[:, 0], f[:, 1])}
     for a in ALPHAS:
         out[f"z-mix {a:.1f}"] = lambda f, a=a: a * zscore(f[:, 0].astype(np.float64)) + (1 - a) * zscore(
             f[:, 1].astype(np.float64))
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             qrels, feats = collection_features(reranker, path, args.top_k, args.max_queries)
             save_features(file, qrels, feats)
         seconds[name] = round(time.perf_counter() - start, 1)
-        for system, score in systems(weights).items():
+        for system, score in systems(reranker.hybrid.combine).items():
             run = {q: {d: float(s) for d, s in zip(docs, score(f))} for q, (docs, f) in feats.items()}
             table.setdefault(system, {})[name] = evaluate_run(qrels, run, ("ndcg@10",))[0]["ndcg@10"]
         print(name, {s: round(v[name], 4) for s, v in table.items()}, flush=True)

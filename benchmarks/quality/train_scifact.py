@@ -62,10 +62,6 @@ PUBLISHED_CE = 0.688  # BEIR paper (Thakur et al., 2021), BM25 + ms-marco MiniLM
 LOG = logging.getLogger("proof")
 
 
-def minilm_folder() -> str:
-    return str(minilm_dir())
-
-
 def stamp(t0: float) -> str:
     return f"[{(time.time() - t0) / 60:5.1f} min]"
 
@@ -155,7 +151,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data_root = Path(args.data_root)
-    encoder = args.encoder or minilm_folder()
+    encoder = args.encoder or str(minilm_dir())
     device = args.device
     proof: dict = {"args": vars(args), "torch_threads": torch.get_num_threads(), "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                    "device": "cuda" if torch.cuda.is_available() and device != "cpu" else "cpu", "stages": {}}

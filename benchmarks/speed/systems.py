@@ -34,6 +34,14 @@ COMPILE_NAMES = {True: "compile", "default": "compile", "reduce-overhead": "cuda
                  "max-autotune": "max-autotune", "max-autotune-no-cudagraphs": "max-autotune-nocudagraphs"}
 
 
+def cross_encoder(folder, device: str, dtype: str = "float32"):
+    """A sentence-transformers `CrossEncoder` (1 logit) of `folder`, its weights in `dtype`."""
+    from sentence_transformers import CrossEncoder
+
+    kwargs = {} if dtype == "float32" else {"model_kwargs": {"dtype": getattr(torch, dtype)}}
+    return CrossEncoder(str(folder), num_labels=1, device=device, **kwargs)
+
+
 def spec_name(spec: dict) -> str:
     fam = spec["family"]
     bits = [fam]
@@ -171,10 +179,7 @@ class Backbone:
 
     def ce(self, dtype: str = "float32"):
         if dtype not in self._ces:
-            from sentence_transformers import CrossEncoder
-
-            kwargs = {} if dtype == "float32" else {"model_kwargs": {"dtype": getattr(torch, dtype)}}
-            self._ces[dtype] = CrossEncoder(self.ce_dir, num_labels=1, device=self.device, **kwargs)
+            self._ces[dtype] = cross_encoder(self.ce_dir, self.device, dtype)
         return self._ces[dtype]
 
     def attn_info(self) -> dict:
